@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages gemmatune needs to build and test (see README "Dependencies").
+set -euo pipefail
+PKGS=(g++ cmake make libdnnl-dev nlohmann-json3-dev libgtest-dev xz-utils)
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+else
+  echo "all build dependencies are installed"
+fi
