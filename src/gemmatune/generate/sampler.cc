@@ -1,0 +1,86 @@
+#include "gemmatune/generate/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_set>
+
+#include "gemmatune/util/error.h"
+
+namespace gt {
+
+int32_t argmax(const float* logits, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (logits[i] > logits[best]) best = i;
+  return int32_t(best);
+}
+
+Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {
+  GT_CHECK(p.top_k >= 0, "top-k must be >= 0, got ", p.top_k);
+  GT_CHECK(p.top_p > 0.0f && p.top_p <= 1.0f, "top-p must be in (0, 1], got ", p.top_p);
+  GT_CHECK(p.min_p >= 0.0f && p.min_p < 1.0f, "min-p must be in [0, 1), got ", p.min_p);
+  GT_CHECK(p.repetition_penalty > 0.0f, "repetition penalty must be > 0, got ", p.repetition_penalty);
+}
+
+std::vector<std::pair<int32_t, float>> Sampler::distribution(const float* logits, int64_t n,
+                                                               const std::vector<int32_t>& history) const {
+  std::vector<float> l(logits, logits + n);
+  if (p_.repetition_penalty != 1.0f) {
+    std::unordered_set<int32_t> seen(history.begin(), history.end());
+    for (int32_t id : seen)
+      if (id >= 0 && id < n) l[size_t(id)] = l[size_t(id)] > 0 ? l[size_t(id)] / p_.repetition_penalty : l[size_t(id)] * p_.repetition_penalty;
+  }
+  std::vector<std::pair<int32_t, float>> cand;
+  if (p_.temperature <= 0.0f) {
+    cand.push_back({argmax(l.data(), n), 1.0f});
+    return cand;
+  }
+  cand.reserve(size_t(n));
+  for (int64_t i = 0; i < n; ++i) cand.push_back({int32_t(i), l[size_t(i)] / p_.temperature});
+  auto by_logit = [](const auto& a, const auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); };
+  if (p_.top_k > 0 && p_.top_k < n) {
+    std::partial_sort(cand.begin(), cand.begin() + p_.top_k, cand.end(), by_logit);
+    cand.resize(size_t(p_.top_k));
+  } else {
+    std::sort(cand.begin(), cand.end(), by_logit);
+  }
+  // Softmax over the survivors (sorted, highest first).
+  const float mx = cand.front().second;
+  double sum = 0;
+  for (auto& c : cand) sum += (c.second = std::exp(c.second - mx));
+  for (auto& c : cand) c.second = float(c.second / sum);
+  if (p_.top_p < 1.0f) {
+    double cum = 0;
+    size_t keep = 0;
+    while (keep < cand.size()) {
+      cum += cand[keep].second;
+      ++keep;
+      if (cum >= p_.top_p) break;
+    }
+    cand.resize(keep);
+  }
+  if (p_.min_p > 0.0f) {
+    const float thr = p_.min_p * cand.front().second;
+    size_t keep = 1;
+    while (keep < cand.size() && cand[keep].second >= thr) ++keep;
+    cand.resize(keep);
+  }
+  double s = 0;
+  for (auto& c : cand) s += c.second;
+  for (auto& c : cand) c.second = float(c.second / s);
+  return cand;
+}
+
+int32_t Sampler::sample(const float* logits, int64_t n, const std::vector<int32_t>& history) {
+  auto cand = distribution(logits, n, history);
+  if (cand.size() == 1) return cand[0].first;
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  double r = u(rng_), cum = 0;
+  for (const auto& c : cand) {
+    cum += c.second;
+    if (r < cum) return c.first;
+  }
+  return cand.back().first;
+}
+
+}  // namespace gt

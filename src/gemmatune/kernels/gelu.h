@@ -1,0 +1,12 @@
+// Gated GELU (tanh approximation, PyTorch gelu(approximate="tanh")) used by every Gemma MLP.
+#pragma once
+#include <cstdint>
+
+namespace gt {
+
+float gelu_tanh(float x);
+float gelu_tanh_grad(float x);
+// out[r, i] = gelu_tanh(gate[r, i]) * up[r, i]; gate and up are rows of width n with strides ldg, ldu.
+void gelu_gate_forward(const float* gate, int64_t ldg, const float* up, int64_t ldu, float* out, int64_t rows, int64_t n);
+
+}  // namespace gt

@@ -1,0 +1,47 @@
+#include "gemmatune/kernels/rmsnorm.h"
+
+#include <cmath>
+#include <vector>
+
+namespace gt {
+
+void rmsnorm_forward(const float* x, const float* g, float* y, int64_t rows, int64_t n, float eps, float* rstd) {
+#pragma omp parallel for schedule(static) if (rows * n > 32768)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    float* yr = y + r * n;
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t i = 0; i < n; ++i) ss += xr[i] * xr[i];
+    const float inv = 1.0f / std::sqrt(ss / float(n) + eps);
+    if (rstd) rstd[r] = inv;
+    if (g) {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] * inv) * g[i];
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) yr[i] = xr[i] * inv;
+    }
+  }
+}
+
+void rmsnorm_backward(const float* x, const float* g, const float* dy, const float* rstd, float* dx, int64_t rows,
+                      int64_t n, bool accumulate) {
+#pragma omp parallel for schedule(static) if (rows * n > 32768)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    const float* dyr = dy + r * n;
+    float* dxr = dx + r * n;
+    const float inv = rstd[r];
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t i = 0; i < n; ++i) dot += xr[i] * (g ? g[i] : 1.0f) * dyr[i];
+    const float c = inv * inv * inv * dot / float(n);
+    for (int64_t i = 0; i < n; ++i) {
+      float v = inv * (g ? g[i] : 1.0f) * dyr[i] - c * xr[i];
+      dxr[i] = accumulate ? dxr[i] + v : v;
+    }
+  }
+}
+
+}  // namespace gt

@@ -1,0 +1,286 @@
+#include "gemmatune/model/config.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "gemmatune/util/error.h"
+#include "gemmatune/util/fs.h"
+
+namespace gt {
+
+using json = nlohmann::json;
+
+const char* attn_type_name(AttnType t) { return t == AttnType::Full ? "full_attention" : "sliding_attention"; }
+
+namespace {
+
+struct Reader {
+  const json& j;
+  const std::string& origin;
+
+  bool present(const char* k) const { return j.contains(k) && !j[k].is_null(); }
+  int64_t i64(const char* k, int64_t def) const {
+    if (!present(k)) return def;
+    if (!j[k].is_number()) fail(origin, ": field \"", k, "\" must be a number, got ", j[k].dump());
+    double v = j[k].get<double>();
+    if (v != std::floor(v)) fail(origin, ": field \"", k, "\" must be an integer, got ", j[k].dump());
+    return int64_t(v);
+  }
+  double f64(const char* k, double def) const {
+    if (!present(k)) return def;
+    if (!j[k].is_number()) fail(origin, ": field \"", k, "\" must be a number, got ", j[k].dump());
+    return j[k].get<double>();
+  }
+  bool boolean(const char* k, bool def) const {
+    if (!present(k)) return def;
+    if (!j[k].is_boolean()) fail(origin, ": field \"", k, "\" must be true or false, got ", j[k].dump());
+    return j[k].get<bool>();
+  }
+  std::string string(const char* k, const std::string& def) const {
+    if (!present(k)) return def;
+    if (!j[k].is_string()) fail(origin, ": field \"", k, "\" must be a string, got ", j[k].dump());
+    return j[k].get<std::string>();
+  }
+};
+
+RopeParams parse_rope(const json& r, const std::string& origin, const std::string& where, RopeParams base) {
+  if (!r.is_object()) fail(origin, ": ", where, " must be an object, got ", r.dump());
+  Reader rd{r, origin};
+  base.type = rd.string("rope_type", rd.string("type", base.type));
+  base.theta = rd.f64("rope_theta", base.theta);
+  base.factor = rd.f64("factor", base.factor);
+  base.partial_rotary_factor = rd.f64("partial_rotary_factor", base.partial_rotary_factor);
+  if (base.type != "default" && base.type != "linear" && base.type != "proportional")
+    fail(origin, ": ", where, " has rope_type \"", base.type, "\"; supported: default, linear, proportional");
+  if (!(base.factor > 0)) fail(origin, ": ", where, " factor must be positive");
+  return base;
+}
+
+std::vector<int32_t> parse_ids(const json& v, const std::string& origin, const char* field) {
+  std::vector<int32_t> out;
+  if (v.is_number_integer()) {
+    out.push_back(v.get<int32_t>());
+  } else if (v.is_array()) {
+    for (const auto& e : v) {
+      if (!e.is_number_integer()) fail(origin, ": ", field, " must hold integers, got ", v.dump());
+      out.push_back(e.get<int32_t>());
+    }
+  } else if (!v.is_null()) {
+    fail(origin, ": ", field, " must be an integer or a list of integers, got ", v.dump());
+  }
+  return out;
+}
+
+}  // namespace
+
+int64_t ModelConfig::layer_head_dim(int64_t i) const {
+  if (!layer_head_dim_override.empty() && layer_head_dim_override[size_t(i)] > 0) return layer_head_dim_override[size_t(i)];
+  if (family == Family::Gemma4 && layer_types[size_t(i)] == AttnType::Full && global_head_dim > 0) return global_head_dim;
+  return head_dim;
+}
+
+bool ModelConfig::layer_k_eq_v(int64_t i) const {
+  return family == Family::Gemma4 && attention_k_eq_v && layer_types[size_t(i)] == AttnType::Full;
+}
+
+int64_t ModelConfig::layer_kv_heads(int64_t i) const {
+  if (!layer_kv_heads_override.empty() && layer_kv_heads_override[size_t(i)] > 0) return layer_kv_heads_override[size_t(i)];
+  if (layer_k_eq_v(i) && num_global_kv_heads > 0) return num_global_kv_heads;
+  return num_kv_heads;
+}
+
+bool ModelConfig::layer_kv_shared(int64_t i) const {
+  if (family != Family::Gemma4 || num_kv_shared_layers <= 0) return false;
+  int64_t first = num_layers - num_kv_shared_layers;
+  return first > 0 && i >= first;
+}
+
+int64_t ModelConfig::layer_kv_donor(int64_t i) const {
+  if (!layer_kv_shared(i)) return -1;
+  int64_t first = num_layers - num_kv_shared_layers;
+  for (int64_t d = first - 1; d >= 0; --d)
+    if (layer_types[size_t(d)] == layer_types[size_t(i)]) return d;
+  fail(origin, ": KV-shared layer ", i, " (", attn_type_name(layer_types[size_t(i)]),
+       ") has no earlier non-shared layer of the same type to take K/V from");
+}
+
+int64_t ModelConfig::layer_intermediate(int64_t i) const {
+  return intermediate_size * ((use_double_wide_mlp && layer_kv_shared(i)) ? 2 : 1);
+}
+
+ModelConfig parse_config(const json& root, const std::string& origin) {
+  if (!root.is_object()) fail(origin, ": config is not a JSON object");
+  ModelConfig c;
+  c.origin = origin;
+  std::string arch;
+  if (root.contains("architectures") && root["architectures"].is_array() && !root["architectures"].empty() &&
+      root["architectures"][0].is_string())
+    arch = root["architectures"][0].get<std::string>();
+  const json& t = (root.contains("text_config") && root["text_config"].is_object()) ? root["text_config"] : root;
+  Reader top{root, origin};
+  Reader r{t, origin};
+  std::string mt = r.string("model_type", top.string("model_type", ""));
+  if (arch.empty()) {
+    if (mt == "gemma3_text") arch = "Gemma3ForCausalLM";
+    else if (mt == "gemma3") arch = "Gemma3ForConditionalGeneration";
+    else if (mt == "gemma4_text") arch = "Gemma4ForCausalLM";
+    else if (mt == "gemma4") arch = "Gemma4ForConditionalGeneration";
+  }
+  c.architecture = arch;
+  if (arch == "Gemma3ForCausalLM" || arch == "Gemma3ForConditionalGeneration") {
+    c.family = Family::Gemma3;
+  } else if (arch == "Gemma4ForCausalLM" || arch == "Gemma4ForConditionalGeneration") {
+    c.family = Family::Gemma4;
+  } else {
+    fail(origin, ": unsupported architecture \"", arch.empty() ? mt : arch,
+         "\"; supported: Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma4ForCausalLM, Gemma4ForConditionalGeneration");
+  }
+  c.causal_lm = arch.find("ForCausalLM") != std::string::npos;
+  const bool g4 = c.family == Family::Gemma4;
+
+  c.vocab_size = r.i64("vocab_size", g4 ? 262144 : 262208);
+  c.hidden_size = r.i64("hidden_size", 2304);
+  c.intermediate_size = r.i64("intermediate_size", 9216);
+  c.num_layers = r.i64("num_hidden_layers", g4 ? 30 : 26);
+  c.num_heads = r.i64("num_attention_heads", 8);
+  c.num_kv_heads = r.i64("num_key_value_heads", 4);
+  c.head_dim = r.i64("head_dim", 256);
+  c.rms_norm_eps = r.f64("rms_norm_eps", 1e-6);
+  c.query_pre_attn_scalar = r.f64("query_pre_attn_scalar", 256);
+  c.sliding_window = r.i64("sliding_window", g4 ? 512 : 4096);
+  c.hidden_activation = r.string("hidden_activation", r.string("hidden_act", "gelu_pytorch_tanh"));
+  c.torch_dtype = r.string("dtype", r.string("torch_dtype", top.string("dtype", top.string("torch_dtype", ""))));
+  c.tie_word_embeddings = top.boolean("tie_word_embeddings", r.boolean("tie_word_embeddings", true));
+  if (r.present("final_logit_softcapping")) c.final_logit_softcapping = r.f64("final_logit_softcapping", 0);
+
+  for (auto [name, v] : {std::pair{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+                         {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_layers},
+                         {"num_attention_heads", c.num_heads}, {"num_key_value_heads", c.num_kv_heads},
+                         {"head_dim", c.head_dim}, {"sliding_window", c.sliding_window}})
+    if (v <= 0) fail(origin, ": ", name, " must be positive, got ", v);
+  if (c.num_heads % c.num_kv_heads != 0)
+    fail(origin, ": num_attention_heads ", c.num_heads, " is not a multiple of num_key_value_heads ", c.num_kv_heads);
+  if (c.hidden_activation != "gelu_pytorch_tanh" && c.hidden_activation != "gelu_new" && c.hidden_activation != "gelu_tanh")
+    fail(origin, ": hidden_activation \"", c.hidden_activation, "\" is not supported (expected gelu_pytorch_tanh)");
+
+  if (g4) {
+    c.global_head_dim = r.i64("global_head_dim", 512);
+    c.num_global_kv_heads = r.i64("num_global_key_value_heads", 0);
+    c.attention_k_eq_v = r.boolean("attention_k_eq_v", false);
+    c.hidden_size_per_layer_input = r.i64("hidden_size_per_layer_input", 256);
+    c.vocab_size_per_layer_input = r.i64("vocab_size_per_layer_input", 262144);
+    c.num_kv_shared_layers = r.i64("num_kv_shared_layers", 0);
+    c.use_double_wide_mlp = r.boolean("use_double_wide_mlp", false);
+    c.enable_moe_block = r.boolean("enable_moe_block", false);
+    c.num_experts = r.i64("num_experts", 0);
+    c.top_k_experts = r.i64("top_k_experts", 0);
+    c.moe_intermediate_size = r.i64("moe_intermediate_size", 0);
+    if (c.enable_moe_block && (c.num_experts <= 0 || c.top_k_experts <= 0 || c.moe_intermediate_size <= 0 ||
+                               c.top_k_experts > c.num_experts))
+      fail(origin, ": enable_moe_block needs num_experts, top_k_experts (<= num_experts) and moe_intermediate_size");
+    if (c.num_kv_shared_layers < 0 || c.num_kv_shared_layers >= c.num_layers)
+      fail(origin, ": num_kv_shared_layers ", c.num_kv_shared_layers, " must be in [0, num_hidden_layers)");
+  }
+
+  // Layer types.
+  if (r.present("layer_types")) {
+    const json& lt = t["layer_types"];
+    if (!lt.is_array() || int64_t(lt.size()) != c.num_layers)
+      fail(origin, ": layer_types must list ", c.num_layers, " entries (num_hidden_layers), got ", lt.dump());
+    for (const auto& e : lt) {
+      std::string s = e.is_string() ? e.get<std::string>() : "";
+      if (s == "sliding_attention") c.layer_types.push_back(AttnType::Sliding);
+      else if (s == "full_attention") c.layer_types.push_back(AttnType::Full);
+      else fail(origin, ": layer_types entry ", e.dump(), " is not sliding_attention or full_attention");
+    }
+  } else {
+    int64_t pattern = r.i64("sliding_window_pattern", r.i64("_sliding_window_pattern", 6));
+    if (pattern <= 0) fail(origin, ": sliding_window_pattern must be positive");
+    for (int64_t i = 0; i < c.num_layers; ++i)
+      c.layer_types.push_back((i + 1) % pattern ? AttnType::Sliding : AttnType::Full);
+  }
+  if (g4) c.layer_types.back() = AttnType::Full;  // Gemma4TextConfig forces the last layer to full attention
+
+  // RoPE.
+  if (g4) {
+    c.rope_sliding = RopeParams{"default", 10000.0, 1.0, 1.0};
+    c.rope_full = RopeParams{"proportional", 1000000.0, 1.0, 0.25};
+  } else {
+    c.rope_sliding = RopeParams{"default", r.f64("rope_local_base_freq", 10000.0), 1.0, 1.0};
+    c.rope_full = RopeParams{"default", r.f64("rope_theta", 1000000.0), 1.0, 1.0};
+    if (r.present("rope_scaling")) c.rope_full = parse_rope(t["rope_scaling"], origin, "rope_scaling", c.rope_full);
+  }
+  if (r.present("rope_parameters")) {
+    const json& rp = t["rope_parameters"];
+    if (!rp.is_object()) fail(origin, ": rope_parameters must be an object");
+    if (rp.contains("full_attention") || rp.contains("sliding_attention")) {
+      if (rp.contains("full_attention")) c.rope_full = parse_rope(rp["full_attention"], origin, "rope_parameters.full_attention", c.rope_full);
+      if (rp.contains("sliding_attention")) c.rope_sliding = parse_rope(rp["sliding_attention"], origin, "rope_parameters.sliding_attention", c.rope_sliding);
+    } else {
+      c.rope_full = parse_rope(rp, origin, "rope_parameters", c.rope_full);
+      c.rope_sliding = parse_rope(rp, origin, "rope_parameters", c.rope_sliding);
+    }
+  }
+
+  // per_layer_config: {"<layer>": {"head_dim": .., "num_key_value_heads": ..}}
+  if (r.present("per_layer_config")) {
+    const json& pl = t["per_layer_config"];
+    if (!pl.is_object()) fail(origin, ": per_layer_config must be an object keyed by layer index");
+    c.layer_head_dim_override.assign(size_t(c.num_layers), -1);
+    c.layer_kv_heads_override.assign(size_t(c.num_layers), -1);
+    for (auto it = pl.begin(); it != pl.end(); ++it) {
+      int64_t li = -1;
+      try {
+        li = std::stoll(it.key());
+      } catch (...) {
+      }
+      if (li < 0 || li >= c.num_layers) fail(origin, ": per_layer_config key \"", it.key(), "\" is not a layer index");
+      Reader lr{*it, origin};
+      c.layer_head_dim_override[size_t(li)] = lr.i64("head_dim", -1);
+      c.layer_kv_heads_override[size_t(li)] = lr.i64("num_key_value_heads", -1);
+    }
+  }
+
+  // Token ids: the top level (multimodal) lists the instruction-tuned stop ids.
+  c.bos_id = int32_t(r.i64("bos_token_id", 2));
+  c.pad_id = int32_t(r.i64("pad_token_id", 0));
+  if (top.present("eos_token_id")) c.eos_ids = parse_ids(root["eos_token_id"], origin, "eos_token_id");
+  else if (r.present("eos_token_id")) c.eos_ids = parse_ids(t["eos_token_id"], origin, "eos_token_id");
+  else c.eos_ids = {1};
+
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    if (c.num_heads % c.layer_kv_heads(i) != 0)
+      fail(origin, ": layer ", i, " has ", c.layer_kv_heads(i), " KV heads, which does not divide ", c.num_heads, " heads");
+    c.layer_kv_donor(i);  // validates sharing
+  }
+  return c;
+}
+
+ModelConfig load_config(const std::string& model_dir) {
+  const std::string path = model_dir + "/config.json";
+  if (!file_exists(path)) fail("model folder ", model_dir, " has no config.json");
+  json j;
+  try {
+    j = json::parse(read_file(path));
+  } catch (const json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  ModelConfig c = parse_config(j, path);
+  const std::string gen = model_dir + "/generation_config.json";
+  if (file_exists(gen)) {
+    json g;
+    try {
+      g = json::parse(read_file(gen));
+    } catch (const json::exception& e) {
+      fail(gen, ": not valid JSON: ", e.what());
+    }
+    if (g.contains("eos_token_id")) {
+      auto ids = parse_ids(g["eos_token_id"], gen, "eos_token_id");
+      for (auto id : ids)
+        if (std::find(c.eos_ids.begin(), c.eos_ids.end(), id) == c.eos_ids.end()) c.eos_ids.push_back(id);
+    }
+  }
+  return c;
+}
+
+}  // namespace gt

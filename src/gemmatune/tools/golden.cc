@@ -1,0 +1,122 @@
+#include "gemmatune/tools/golden.h"
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "gemmatune/generate/sampler.h"
+#include "gemmatune/io/safetensors.h"
+#include "gemmatune/model/decoder.h"
+#include "gemmatune/util/error.h"
+#include "gemmatune/util/fs.h"
+
+namespace gt {
+
+namespace {
+
+struct IdMatrix {
+  int64_t rows = 0, cols = 0;
+  std::vector<int32_t> v;
+  const int32_t* row(int64_t r) const { return v.data() + r * cols; }
+};
+
+IdMatrix read_ids(const TensorStore& g, const std::string& name) {
+  const TensorView& t = g.get(name);
+  if (t.dtype != DType::I32 || t.shape.size() != 2) fail(t.file, ": tensor '", name, "' must be I32 [B, T], got ", dtype_name(t.dtype), " ", t.shape_str());
+  IdMatrix m;
+  m.rows = t.shape[0];
+  m.cols = t.shape[1];
+  m.v.resize(size_t(m.rows * m.cols));
+  std::memcpy(m.v.data(), t.data, m.v.size() * 4);
+  return m;
+}
+
+}  // namespace
+
+GoldenResult compute_golden(const std::string& dir, const std::vector<std::string>& parts) {
+  const std::string gj_path = dir + "/golden.json";
+  nlohmann::json gj;
+  try {
+    gj = nlohmann::json::parse(read_file(gj_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(gj_path, ": not valid JSON: ", e.what());
+  }
+  TensorStore gs = TensorStore::open_file(dir + "/golden.safetensors");
+  Model model = Model::load(dir + "/model");
+  Decoder dec(model);
+  const int64_t V = model.vocab_rows();
+  GoldenResult out;
+  IdMatrix ids = read_ids(gs, "input_ids");
+  const int64_t B = ids.rows, T = ids.cols;
+
+  for (const std::string& part : parts) {
+    if (part == "forward") {
+      std::vector<SeqChunk> chunks;
+      for (int64_t b = 0; b < B; ++b) chunks.push_back({nullptr, ids.row(b), T});
+      auto& t = out.tensors["logits"];
+      t.shape = {B, T, V};
+      dec.forward(chunks, LogitsFor::All, t.f32);
+    } else if (part == "decode") {
+      const int64_t P = gj.at("decode").at("prefill_len").get<int64_t>();
+      if (P <= 0 || P >= T) fail(gj_path, ": decode.prefill_len ", P, " must be in (0, ", T, ")");
+      std::vector<KvCache> caches;
+      for (int64_t b = 0; b < B; ++b) caches.emplace_back(model, T);
+      std::vector<SeqChunk> chunks;
+      for (int64_t b = 0; b < B; ++b) chunks.push_back({&caches[size_t(b)], ids.row(b), P});
+      auto& pre = out.tensors["decode_prefill_logits"];
+      pre.shape = {B, P, V};
+      dec.forward(chunks, LogitsFor::All, pre.f32);
+      auto& st = out.tensors["decode_logits"];
+      st.shape = {B, T - P, V};
+      st.f32.assign(size_t(B * (T - P) * V), 0.0f);
+      std::vector<float> lg;
+      for (int64_t s = P; s < T; ++s) {
+        for (int64_t b = 0; b < B; ++b) chunks[size_t(b)] = {&caches[size_t(b)], ids.row(b) + s, 1};
+        dec.forward(chunks, LogitsFor::Last, lg);
+        for (int64_t b = 0; b < B; ++b)
+          std::memcpy(&st.f32[size_t((b * (T - P) + (s - P)) * V)], &lg[size_t(b * V)], size_t(V) * 4);
+      }
+    } else if (part == "greedy") {
+      IdMatrix prompt = read_ids(gs, "greedy_prompt_ids");
+      const int64_t steps = gj.at("greedy").at("new_tokens").get<int64_t>();
+      const int64_t Pg = prompt.cols;
+      std::vector<KvCache> caches;
+      for (int64_t b = 0; b < B; ++b) caches.emplace_back(model, Pg + steps);
+      std::vector<SeqChunk> chunks;
+      for (int64_t b = 0; b < prompt.rows; ++b) chunks.push_back({&caches[size_t(b)], prompt.row(b), Pg});
+      auto& gi = out.tensors["greedy_ids"];
+      auto& gl = out.tensors["greedy_logits"];
+      gi.is_int = true;
+      gi.shape = {prompt.rows, steps};
+      gl.shape = {prompt.rows, steps, V};
+      gi.i32.assign(size_t(prompt.rows * steps), 0);
+      gl.f32.assign(size_t(prompt.rows * steps * V), 0.0f);
+      std::vector<float> lg;
+      std::vector<int32_t> next(size_t(prompt.rows));
+      for (int64_t s = 0; s < steps; ++s) {
+        dec.forward(chunks, LogitsFor::Last, lg);
+        for (int64_t b = 0; b < prompt.rows; ++b) {
+          next[size_t(b)] = argmax(&lg[size_t(b * V)], V);
+          gi.i32[size_t(b * steps + s)] = next[size_t(b)];
+          std::memcpy(&gl.f32[size_t((b * steps + s) * V)], &lg[size_t(b * V)], size_t(V) * 4);
+          chunks[size_t(b)] = {&caches[size_t(b)], &next[size_t(b)], 1};
+        }
+      }
+    } else if (part == "lora" || part == "train" || part == "merge") {
+      fail("golden: part '", part, "' is not implemented yet (LoRA training lands with the fine-tuning work)");
+    } else {
+      fail("golden: unknown part '", part, "' (expected forward, decode, greedy, lora, train, merge)");
+    }
+  }
+  return out;
+}
+
+void write_golden(const std::string& path, const GoldenResult& r) {
+  std::vector<TensorOut> ts;
+  for (const auto& [name, t] : r.tensors) {
+    if (t.is_int) ts.push_back(tensor_out_i32(name, t.shape, t.i32));
+    else ts.push_back(tensor_out_f32(name, t.shape, t.f32));
+  }
+  write_safetensors(path, ts);
+}
+
+}  // namespace gt

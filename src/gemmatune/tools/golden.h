@@ -1,0 +1,24 @@
+// Computes the golden tensors of a fixture (../shared/fixtures/README.md) with the same code paths
+// the real commands use, under the names the fixture's golden.safetensors uses.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+namespace gt {
+
+struct GoldenResult {
+  struct Tensor {
+    std::vector<int64_t> shape;
+    std::vector<float> f32;
+    std::vector<int32_t> i32;  // used when is_int
+    bool is_int = false;
+  };
+  std::map<std::string, Tensor> tensors;
+};
+
+// parts: any of forward, decode, greedy (lora, train, merge are not implemented yet and throw).
+GoldenResult compute_golden(const std::string& fixture_dir, const std::vector<std::string>& parts);
+void write_golden(const std::string& path, const GoldenResult& r);
+
+}  // namespace gt
