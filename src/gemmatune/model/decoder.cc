@@ -27,7 +27,10 @@ void add_inplace(float* y, const float* x, int64_t n) {
 
 Decoder::Decoder(const Model& m) : m_(m) {
   const auto& c = m.config();
-  if (c.enable_moe_block) expert_counts_.assign(size_t(c.num_layers), std::vector<int64_t>(size_t(c.num_experts), 0));
+  if (c.enable_moe_block) {
+    expert_counts_.assign(size_t(c.num_layers), std::vector<int64_t>(size_t(c.num_experts), 0));
+    expert_calls_ = expert_counts_;
+  }
   new_k_.resize(size_t(c.num_layers));
   new_v_.resize(size_t(c.num_layers));
 }
@@ -151,6 +154,7 @@ void Decoder::moe_block(int64_t li, const float* resid, int64_t T, float* out) {
     const auto& toks = routed[size_t(e)];
     const int64_t n = int64_t(toks.size());
     if (n == 0) continue;
+    ++expert_calls_[size_t(li)][size_t(e)];
     xin.resize(size_t(n * H));
     for (int64_t r = 0; r < n; ++r) std::memcpy(&xin[size_t(r * H)], &x2[size_t(toks[size_t(r)].first * H)], size_t(H) * 4);
     gu.resize(size_t(n * 2 * Im));

@@ -29,6 +29,8 @@ class Decoder {
 
   // MoE routing statistics: tokens routed to each expert, per layer, since construction.
   const std::vector<std::vector<int64_t>>& expert_counts() const { return expert_counts_; }
+  // Times each expert's weights were run (once per forward in which any token routed to it).
+  const std::vector<std::vector<int64_t>>& expert_calls() const { return expert_calls_; }
   const Model& model() const { return m_; }
 
  private:
@@ -38,7 +40,7 @@ class Decoder {
   void ple_inputs(const std::vector<SeqChunk>& chunks, int64_t T);
 
   const Model& m_;
-  std::vector<std::vector<int64_t>> expert_counts_;
+  std::vector<std::vector<int64_t>> expert_counts_, expert_calls_;
   // Workspace, grown as needed and reused across calls.
   std::vector<int32_t> ids_;
   std::vector<int64_t> pos_;

@@ -1,0 +1,305 @@
+#include "gemmatune/model/presets.h"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "gemmatune/io/safetensors.h"
+#include "gemmatune/model/config.h"
+#include "gemmatune/model/model.h"
+#include "gemmatune/util/error.h"
+#include "gemmatune/util/fs.h"
+
+namespace gt {
+
+using json = nlohmann::json;
+
+std::vector<std::string> preset_names() {
+  return {"tiny", "gemma3-270m", "gemma3-1b", "gemma3-4b", "gemma4-tiny", "gemma4-e2b", "gemma4-e4b", "gemma4-26b-a4b", "gemma4-31b"};
+}
+
+namespace {
+
+json gemma3(int64_t L, int64_t H, int64_t I, int64_t nH, int64_t nKV, int64_t hd, int64_t W, double qpas, int64_t V,
+            bool linear_scaling) {
+  json j = {{"architectures", {"Gemma3ForCausalLM"}},
+            {"model_type", "gemma3_text"},
+            {"vocab_size", V},
+            {"hidden_size", H},
+            {"intermediate_size", I},
+            {"num_hidden_layers", L},
+            {"num_attention_heads", nH},
+            {"num_key_value_heads", nKV},
+            {"head_dim", hd},
+            {"query_pre_attn_scalar", qpas},
+            {"sliding_window", W},
+            {"rms_norm_eps", 1e-6},
+            {"hidden_activation", "gelu_pytorch_tanh"},
+            {"final_logit_softcapping", nullptr},
+            {"attn_logit_softcapping", nullptr},
+            {"max_position_embeddings", 32768},
+            {"bos_token_id", 2},
+            {"eos_token_id", {1, 106}},
+            {"pad_token_id", 0},
+            {"tie_word_embeddings", true},
+            {"dtype", "bfloat16"}};
+  json types = json::array();
+  for (int64_t i = 0; i < L; ++i) types.push_back((i + 1) % 6 ? "sliding_attention" : "full_attention");
+  j["layer_types"] = types;
+  json full = {{"rope_type", "default"}, {"rope_theta", 1000000.0}};
+  if (linear_scaling) full = {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1000000.0}};
+  j["rope_parameters"] = {{"full_attention", full}, {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}}};
+  return j;
+}
+
+json gemma4(int64_t L, int64_t H, int64_t I, int64_t nH, int64_t nKV, int64_t W, int64_t global_kv, bool k_eq_v,
+            int64_t shared, bool double_wide, int64_t ple, int64_t experts, int64_t topk, int64_t moe_I, int pattern,
+            int64_t hd = 256, int64_t ghd = 512, int64_t V = 262144) {
+  json t = {{"model_type", "gemma4_text"},
+            {"vocab_size", V},
+            {"hidden_size", H},
+            {"intermediate_size", I},
+            {"num_hidden_layers", L},
+            {"num_attention_heads", nH},
+            {"num_key_value_heads", nKV},
+            {"head_dim", hd},
+            {"global_head_dim", ghd},
+            {"num_global_key_value_heads", global_kv > 0 ? json(global_kv) : json(nullptr)},
+            {"attention_k_eq_v", k_eq_v},
+            {"sliding_window", W},
+            {"rms_norm_eps", 1e-6},
+            {"hidden_activation", "gelu_pytorch_tanh"},
+            {"final_logit_softcapping", 30.0},
+            {"num_kv_shared_layers", shared},
+            {"use_double_wide_mlp", double_wide},
+            {"hidden_size_per_layer_input", ple},
+            {"vocab_size_per_layer_input", V},
+            {"enable_moe_block", experts > 0},
+            {"num_experts", experts > 0 ? json(experts) : json(nullptr)},
+            {"top_k_experts", experts > 0 ? json(topk) : json(nullptr)},
+            {"moe_intermediate_size", experts > 0 ? json(moe_I) : json(nullptr)},
+            {"max_position_embeddings", 131072},
+            {"bos_token_id", 2},
+            {"eos_token_id", 1},
+            {"pad_token_id", 0},
+            {"tie_word_embeddings", true},
+            {"dtype", "bfloat16"}};
+  json types = json::array();
+  for (int64_t i = 0; i < L; ++i) types.push_back((i + 1) % pattern && i != L - 1 ? "sliding_attention" : "full_attention");
+  t["layer_types"] = types;
+  t["rope_parameters"] = {
+      {"full_attention", {{"rope_type", "proportional"}, {"partial_rotary_factor", 0.25}, {"rope_theta", 1000000.0}}},
+      {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}}};
+  return json{{"architectures", {"Gemma4ForConditionalGeneration"}},
+              {"model_type", "gemma4"},
+              {"text_config", t},
+              {"eos_token_id", {1, 106}},
+              {"tie_word_embeddings", true},
+              {"dtype", "bfloat16"}};
+}
+
+// Scales the layer count of a config, keeping the KV-sharing proportion and regenerating
+// layer_types with the same pattern.
+void override_layers(json& root, int64_t layers, int pattern) {
+  json& t = root.contains("text_config") ? root["text_config"] : root;
+  const int64_t old = t["num_hidden_layers"].get<int64_t>();
+  t["num_hidden_layers"] = layers;
+  if (t.contains("num_kv_shared_layers")) {
+    int64_t sh = t["num_kv_shared_layers"].get<int64_t>();
+    int64_t nsh = sh * layers / old;
+    if (nsh >= layers - 1) nsh = std::max<int64_t>(0, layers - 2);
+    t["num_kv_shared_layers"] = nsh;
+  }
+  const bool g4 = root.contains("text_config");
+  json types = json::array();
+  for (int64_t i = 0; i < layers; ++i)
+    types.push_back((i + 1) % pattern && !(g4 && i == layers - 1) ? "sliding_attention" : "full_attention");
+  t["layer_types"] = types;
+}
+
+}  // namespace
+
+json preset_config(const std::string& name, int64_t layers, int64_t vocab) {
+  json j;
+  int pattern = 6;
+  if (name == "tiny") j = gemma3(4, 64, 128, 2, 1, 32, 16, 32, 262144, false);
+  else if (name == "gemma3-270m") j = gemma3(18, 640, 2048, 4, 1, 256, 512, 256, 262144, false);
+  else if (name == "gemma3-1b") j = gemma3(26, 1152, 6912, 4, 1, 256, 512, 256, 262144, false);
+  else if (name == "gemma3-4b") j = gemma3(34, 2560, 10240, 8, 4, 256, 1024, 256, 262208, true);
+  else if (name == "gemma4-tiny") j = gemma4(6, 64, 128, 2, 1, 16, 0, false, 2, true, 16, 0, 0, 0, 3, 32, 64);
+  else if (name == "gemma4-e2b") { j = gemma4(35, 1536, 6144, 8, 1, 512, 0, false, 20, true, 256, 0, 0, 0, 5); pattern = 5; }
+  else if (name == "gemma4-e4b") j = gemma4(42, 2560, 10240, 8, 2, 512, 0, false, 18, false, 256, 0, 0, 0, 6);
+  else if (name == "gemma4-26b-a4b") j = gemma4(30, 2816, 2112, 16, 8, 1024, 2, true, 0, false, 0, 128, 8, 704, 6);
+  else if (name == "gemma4-31b") j = gemma4(60, 5376, 21504, 32, 16, 1024, 4, true, 0, false, 0, 0, 0, 0, 6);
+  else {
+    std::string all;
+    for (const auto& n : preset_names()) all += " " + n;
+    fail("unknown preset '", name, "'; available:", all);
+  }
+  if (name == "gemma4-tiny") pattern = 3;
+  if (layers > 0) override_layers(j, layers, pattern);
+  if (vocab > 0) {
+    json& t = j.contains("text_config") ? j["text_config"] : j;
+    t["vocab_size"] = vocab;
+    if (t.contains("vocab_size_per_layer_input")) t["vocab_size_per_layer_input"] = vocab;
+  }
+  return j;
+}
+
+namespace {
+
+// Fast deterministic normal deviates (xoshiro-style state, Box-Muller).
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 0x1234567ull) {}
+  uint64_t next() {
+    s += 0x9E3779B97F4A7C15ull;
+    uint64_t z = s;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  float uniform() { return float((next() >> 40) + 1) / float(1ull << 24); }
+  void normals(float* out, size_t n, float std) {
+    for (size_t i = 0; i < n; i += 2) {
+      float u1 = uniform(), u2 = uniform();
+      float r = std::sqrt(-2.0f * std::log(u1)) * std;
+      out[i] = r * std::cos(6.2831853f * u2);
+      if (i + 1 < n) out[i + 1] = r * std::sin(6.2831853f * u2);
+    }
+  }
+};
+
+struct Planned {
+  std::string name;
+  std::vector<int64_t> shape;
+  enum Kind { Matrix, NormZero, NormOne, Scalar } kind;
+};
+
+std::vector<Planned> plan_tensors(const ModelConfig& c) {
+  const bool g4 = c.family == Family::Gemma4;
+  const std::string P = g4 ? "model.language_model." : "model.";
+  const auto specs = build_layer_specs(c);
+  const Planned::Kind norm = g4 ? Planned::NormOne : Planned::NormZero;
+  const int64_t H = c.hidden_size;
+  std::vector<Planned> t;
+  t.push_back({P + "embed_tokens.weight", {c.vocab_size, H}, Planned::Matrix});
+  t.push_back({P + "norm.weight", {H}, norm});
+  const int64_t Pd = c.hidden_size_per_layer_input;
+  if (g4 && Pd > 0) {
+    t.push_back({P + "embed_tokens_per_layer.weight", {c.vocab_size_per_layer_input, c.num_layers * Pd}, Planned::Matrix});
+    t.push_back({P + "per_layer_model_projection.weight", {c.num_layers * Pd, H}, Planned::Matrix});
+    t.push_back({P + "per_layer_projection_norm.weight", {Pd}, Planned::NormOne});
+  }
+  for (const LayerSpec& s : specs) {
+    const std::string p = P + "layers." + std::to_string(s.index) + ".";
+    const int64_t hd = s.head_dim, nq = s.num_heads * hd, nkv = s.num_kv_heads * hd, I = s.intermediate;
+    t.push_back({p + "self_attn.q_proj.weight", {nq, H}, Planned::Matrix});
+    t.push_back({p + "self_attn.o_proj.weight", {H, nq}, Planned::Matrix});
+    t.push_back({p + "self_attn.q_norm.weight", {hd}, norm});
+    if (s.kv_donor < 0) {
+      t.push_back({p + "self_attn.k_proj.weight", {nkv, H}, Planned::Matrix});
+      if (!s.k_eq_v) t.push_back({p + "self_attn.v_proj.weight", {nkv, H}, Planned::Matrix});
+      t.push_back({p + "self_attn.k_norm.weight", {hd}, norm});
+    }
+    t.push_back({p + "mlp.gate_proj.weight", {I, H}, Planned::Matrix});
+    t.push_back({p + "mlp.up_proj.weight", {I, H}, Planned::Matrix});
+    t.push_back({p + "mlp.down_proj.weight", {H, I}, Planned::Matrix});
+    for (const char* n : {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"})
+      t.push_back({p + n + ".weight", {H}, norm});
+    if (s.layer_scalar) t.push_back({p + "layer_scalar", {1}, Planned::Scalar});
+    if (s.moe) {
+      const int64_t E = c.num_experts, Im = c.moe_intermediate_size;
+      t.push_back({p + "router.proj.weight", {E, H}, Planned::Matrix});
+      t.push_back({p + "router.scale", {H}, Planned::NormOne});
+      t.push_back({p + "router.per_expert_scale", {E}, Planned::NormOne});
+      t.push_back({p + "experts.gate_up_proj", {E, 2 * Im, H}, Planned::Matrix});
+      t.push_back({p + "experts.down_proj", {E, H, Im}, Planned::Matrix});
+      for (const char* n : {"pre_feedforward_layernorm_2", "post_feedforward_layernorm_1", "post_feedforward_layernorm_2"})
+        t.push_back({p + n + ".weight", {H}, Planned::NormOne});
+    }
+    if (s.ple) {
+      t.push_back({p + "per_layer_input_gate.weight", {Pd, H}, Planned::Matrix});
+      t.push_back({p + "per_layer_projection.weight", {H, Pd}, Planned::Matrix});
+      t.push_back({p + "post_per_layer_input_norm.weight", {H}, Planned::NormOne});
+    }
+  }
+  return t;
+}
+
+void copy_file(const std::string& from, const std::string& to) { write_file_atomic(to, read_file(from)); }
+
+}  // namespace
+
+int64_t init_model(const InitOptions& o) {
+  if (o.dtype != "bf16" && o.dtype != "f32") fail("init-model: --dtype must be bf16 or f32, got '", o.dtype, "'");
+  json cfg = preset_config(o.preset, o.layers, o.vocab);
+  json& t = cfg.contains("text_config") ? cfg["text_config"] : cfg;
+  t["dtype"] = o.dtype == "bf16" ? "bfloat16" : "float32";
+  if (cfg.contains("text_config")) cfg["dtype"] = t["dtype"];
+  ModelConfig c = parse_config(cfg, "preset " + o.preset);
+  ::mkdir(o.out_dir.c_str(), 0755);
+  if (!is_directory(o.out_dir)) fail("init-model: cannot create output folder ", o.out_dir);
+
+  const DType dt = o.dtype == "bf16" ? DType::BF16 : DType::F32;
+  auto plan = plan_tensors(c);
+  json header = json::object();
+  header["__metadata__"] = {{"format", "pt"}};
+  uint64_t off = 0;
+  int64_t params = 0;
+  for (const auto& p : plan) {
+    int64_t n = 1;
+    for (auto d : p.shape) n *= d;
+    params += n;
+    header[p.name] = {{"dtype", dtype_name(dt)}, {"shape", p.shape}, {"data_offsets", {off, off + uint64_t(n) * dtype_size(dt)}}};
+    off += uint64_t(n) * dtype_size(dt);
+  }
+  std::string h = header.dump();
+  while ((h.size() + 8) % 8) h.push_back(' ');
+  const float std_dev = 0.02f;
+  write_file_atomic(o.out_dir + "/model.safetensors", [&](std::FILE* f) {
+    uint64_t hl = h.size();
+    std::fwrite(&hl, 8, 1, f);
+    std::fwrite(h.data(), 1, h.size(), f);
+    std::vector<float> buf;
+    std::vector<uint16_t> half;
+    uint64_t tensor_index = 0;
+    for (const auto& p : plan) {
+      int64_t n = 1;
+      for (auto d : p.shape) n *= d;
+      Rng rng(o.seed * 1000003ull + tensor_index++);
+      const int64_t chunk = 1 << 22;
+      for (int64_t s = 0; s < n; s += chunk) {
+        const int64_t m = std::min(chunk, n - s);
+        buf.resize(size_t(m));
+        switch (p.kind) {
+          case Planned::Matrix: rng.normals(buf.data(), size_t(m), std_dev); break;
+          case Planned::NormZero: rng.normals(buf.data(), size_t(m), 0.05f); break;
+          case Planned::NormOne:
+            rng.normals(buf.data(), size_t(m), 0.05f);
+            for (auto& x : buf) x += 1.0f;
+            break;
+          case Planned::Scalar: std::fill(buf.begin(), buf.end(), 1.0f); break;
+        }
+        bool ok;
+        if (dt == DType::BF16) {
+          half.resize(size_t(m));
+          for (int64_t i = 0; i < m; ++i) half[size_t(i)] = f32_to_bf16(buf[size_t(i)]);
+          ok = std::fwrite(half.data(), 2, size_t(m), f) == size_t(m);
+        } else {
+          ok = std::fwrite(buf.data(), 4, size_t(m), f) == size_t(m);
+        }
+        if (!ok) fail("init-model: error writing ", o.out_dir, "/model.safetensors (disk full?)");
+      }
+    }
+  });
+  write_file_atomic(o.out_dir + "/config.json", cfg.dump(2) + "\n");
+  json gen = {{"bos_token_id", 2}, {"eos_token_id", c.eos_ids}, {"pad_token_id", 0}};
+  write_file_atomic(o.out_dir + "/generation_config.json", gen.dump(2) + "\n");
+  if (!o.tokenizer.empty()) copy_file(o.tokenizer, o.out_dir + "/tokenizer.json");
+  if (!o.chat_template.empty()) copy_file(o.chat_template, o.out_dir + "/chat_template.jinja");
+  return params;
+}
+
+}  // namespace gt
