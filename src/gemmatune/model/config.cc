@@ -257,6 +257,7 @@ ModelConfig parse_config(const json& root, const std::string& origin) {
 }
 
 ModelConfig load_config(const std::string& model_dir) {
+  if (!is_directory(model_dir)) fail("model folder ", model_dir, " does not exist or is not a directory");
   const std::string path = model_dir + "/config.json";
   if (!file_exists(path)) fail("model folder ", model_dir, " has no config.json");
   json j;
