@@ -5,6 +5,7 @@
 #include "gemmatune/cli/commands.h"
 #include "gemmatune/cli/common.h"
 #include "gemmatune/generate/generate.h"
+#include "gemmatune/model/plan.h"
 #include "gemmatune/util/error.h"
 
 namespace gt::cli {
@@ -64,6 +65,10 @@ int run(int argc, char** argv) {
   if (!no_eos) o.stop_ids = model.config().eos_ids;
   const int64_t context = ctx > 0 ? ctx : int64_t(ids.size()) + o.max_new_tokens;
   if (int64_t(ids.size()) >= context) fail("generate: prompt of ", ids.size(), " tokens does not fit a context of ", context);
+  PlanInput plan_in;
+  plan_in.context = context;
+  plan_in.chunk = o.prefill_chunk;
+  check_fits(plan_memory(model, plan_in), "generate");
   KvCache cache(model, context);
   Decoder dec(model);
   GenerateResult r = generate(dec, cache, tok.get(), ids, o, [](const std::string& s) {

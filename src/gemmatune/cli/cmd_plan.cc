@@ -1,0 +1,29 @@
+#include <cstdio>
+
+#include "gemmatune/cli/args.h"
+#include "gemmatune/cli/commands.h"
+#include "gemmatune/model/plan.h"
+
+namespace gt::cli {
+namespace {
+int run(int argc, char** argv) {
+  Args a("plan", "Print the memory a configuration needs (weights, KV cache, activations, training state).", argc, argv);
+  const std::string dir = a.required("model", "Hugging Face model folder");
+  PlanInput in;
+  in.context = a.integer("context", 4096, "tokens per sequence");
+  in.batch = a.integer("batch", 1, "sequences");
+  in.chunk = a.integer("chunk", 512, "tokens per forward pass (prefill chunk)");
+  in.train = a.flag("train", "include LoRA training state");
+  in.lora_rank = a.integer("rank", 16, "LoRA rank for --train");
+  if (a.finish()) return 0;
+  Model m = Model::load(dir);
+  MemoryPlan p = plan_memory(m, in);
+  std::printf("%s (%lld layers), context %lld, batch %lld%s\n%s", dir.c_str(), (long long)m.config().num_layers,
+              (long long)in.context, (long long)in.batch, in.train ? ", training" : "", p.report().c_str());
+  const size_t avail = available_memory();
+  if (avail) std::printf("available              %.2f GB: %s\n", double(avail) / 1e9, p.total() <= avail ? "fits" : "DOES NOT FIT");
+  return 0;
+}
+Command reg("plan", "print the memory a model/context/batch needs, and whether it fits", run);
+}  // namespace
+}  // namespace gt::cli

@@ -1,0 +1,100 @@
+#include "gemmatune/model/plan.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "gemmatune/model/kv_cache.h"
+#include "gemmatune/util/error.h"
+
+namespace gt {
+
+namespace {
+std::string gb(size_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GB", double(b) / 1e9);
+  return buf;
+}
+}  // namespace
+
+MemoryPlan plan_memory(const Model& m, const PlanInput& in) {
+  const ModelConfig& c = m.config();
+  const ModelWeights& w = m.weights();
+  MemoryPlan p;
+  p.weights_total = m.weight_bytes();
+  // The per-layer-embedding table is read one row per token: it stays mapped, mostly cold.
+  p.weights_cold = w.ple_embed.empty() ? 0 : w.ple_embed.bytes();
+  p.weights_resident = p.weights_total - p.weights_cold;
+  // Tensors stored but never read (e.g. k/v of KV-shared layers) are not resident either.
+  size_t used = w.embed.bytes() + (w.lm_head.data == w.embed.data ? 0 : w.lm_head.bytes()) + w.ple_model_proj.bytes();
+  for (const auto& l : w.layers) {
+    for (const Weight2D* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down, &l.router, &l.ple_gate, &l.ple_proj})
+      if (!x->empty()) used += x->bytes();
+    for (const auto& e : l.experts) used += e.gate_up.bytes() + e.down.bytes();
+  }
+  p.weights_resident = std::min(p.weights_resident, used + size_t(c.num_layers) * size_t(c.hidden_size) * 64);
+
+  p.kv_cache = KvCache::bytes_needed(m, in.context) * size_t(in.batch);
+
+  // Decoder workspace for T tokens (see model/decoder.h), f32.
+  const int64_t T = std::min(in.chunk, in.context) * in.batch;
+  int64_t max_q = 0, max_i = 0, kv_all = 0;
+  for (const LayerSpec& s : m.specs()) {
+    max_q = std::max(max_q, s.num_heads * s.head_dim);
+    max_i = std::max(max_i, s.intermediate);
+    if (s.kv_donor < 0) kv_all += 2 * s.num_kv_heads * s.head_dim;
+  }
+  if (c.enable_moe_block) max_i = std::max(max_i, 2 * c.moe_intermediate_size);
+  int64_t floats = T * (6 * c.hidden_size + 2 * max_q + 3 * max_i + kv_all + c.num_layers * c.hidden_size_per_layer_input);
+  const int64_t logit_rows = in.train ? 0 : in.batch;  // training computes the loss in vocabulary chunks
+  floats += logit_rows * m.vocab_rows();
+  p.activations = size_t(floats) * 4;
+  if (in.train) {
+    // Saved activations for the backward pass (~ every layer's inputs), and a loss chunk.
+    p.activations += size_t(T) * size_t(c.num_layers) * size_t(4 * c.hidden_size + 2 * max_q + 3 * max_i) * 4;
+    p.activations += size_t(T) * 8192 * 4;
+    size_t lora_params = 0;
+    for (const auto& l : w.layers)
+      for (const Weight2D* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
+        if (!x->empty()) lora_params += size_t(in.lora_rank) * size_t(x->n + x->k);
+    p.lora = lora_params * 4 * 4;  // parameter, gradient, Adam m and v (f32)
+  }
+  p.runtime = size_t(64) << 20;
+  return p;
+}
+
+std::string MemoryPlan::report() const {
+  std::string s;
+  s += "weights (checkpoint)   " + gb(weights_total) + "\n";
+  s += "  resident             " + gb(weights_resident) + "\n";
+  s += "  mapped, cold         " + gb(weights_cold) + " (per-layer embedding rows are read on lookup)\n";
+  s += "KV cache               " + gb(kv_cache) + "\n";
+  s += "activations            " + gb(activations) + "\n";
+  if (lora) s += "LoRA + AdamW state     " + gb(lora) + "\n";
+  s += "runtime                " + gb(runtime) + "\n";
+  s += "total (resident)       " + gb(total()) + "\n";
+  return s;
+}
+
+size_t available_memory() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  size_t kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (!std::strncmp(line, "MemAvailable:", 13)) {
+      std::sscanf(line + 13, " %zu", &kb);
+      break;
+    }
+  std::fclose(f);
+  return kb * 1024;
+}
+
+void check_fits(const MemoryPlan& p, const std::string& what) {
+  const size_t avail = available_memory();
+  if (avail > 0 && p.total() > avail)
+    fail(what, " needs about ", gb(p.total()), " of memory but only ", gb(avail), " is available:\n", p.report(),
+         "reduce --context or --batch, or use a smaller model");
+}
+
+}  // namespace gt
