@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages gemmatune needs to build and test (see README "Dependencies").
 set -euo pipefail
-PKGS=(g++ cmake make libdnnl-dev nlohmann-json3-dev libgtest-dev xz-utils)
+PKGS=(g++ cmake make libdnnl-dev nlohmann-json3-dev libyaml-cpp-dev libgtest-dev xz-utils)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 missing=()

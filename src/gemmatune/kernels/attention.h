@@ -31,3 +31,13 @@ void attention_forward(const AttnShape& s, const float* q, int64_t q_stride, int
                        float* out, int64_t out_stride, float* probs = nullptr);
 
 }  // namespace gt
+
+namespace gt {
+
+// Backward of attention_forward for a cache-less chunk (start = 0): recomputes the softmax per
+// query and head. dq is written; dk and dv are accumulated (+=), so KV-shared layers can add
+// their gradients into their donor's. q, dq: [C, nH*hd]; k, v, dk, dv: [C, nKV*hd]; dout: [C, nH*hd].
+void attention_backward(const AttnShape& s, const float* q, const float* k, const float* v, int64_t C, const float* dout,
+                        float* dq, float* dk, float* dv);
+
+}  // namespace gt

@@ -10,10 +10,10 @@ void rmsnorm_forward(const float* x, const float* g, float* y, int64_t rows, int
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * n;
     float* yr = y + r * n;
-    float ss = 0.0f;
+    double ss = 0.0;
 #pragma omp simd reduction(+ : ss)
-    for (int64_t i = 0; i < n; ++i) ss += xr[i] * xr[i];
-    const float inv = 1.0f / std::sqrt(ss / float(n) + eps);
+    for (int64_t i = 0; i < n; ++i) ss += double(xr[i]) * double(xr[i]);
+    const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
     if (rstd) rstd[r] = inv;
     if (g) {
 #pragma omp simd
@@ -33,12 +33,12 @@ void rmsnorm_backward(const float* x, const float* g, const float* dy, const flo
     const float* dyr = dy + r * n;
     float* dxr = dx + r * n;
     const float inv = rstd[r];
-    float dot = 0.0f;
+    double dot = 0.0;
 #pragma omp simd reduction(+ : dot)
-    for (int64_t i = 0; i < n; ++i) dot += xr[i] * (g ? g[i] : 1.0f) * dyr[i];
-    const float c = inv * inv * inv * dot / float(n);
+    for (int64_t i = 0; i < n; ++i) dot += double(xr[i]) * double(g ? g[i] : 1.0f) * double(dyr[i]);
+    const double di = inv, c = di * di * di * dot / double(n);
     for (int64_t i = 0; i < n; ++i) {
-      float v = inv * (g ? g[i] : 1.0f) * dyr[i] - c * xr[i];
+      const float v = float(di * double(g ? g[i] : 1.0f) * double(dyr[i]) - c * double(xr[i]));
       dxr[i] = accumulate ? dxr[i] + v : v;
     }
   }

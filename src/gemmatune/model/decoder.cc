@@ -8,6 +8,7 @@
 #include "gemmatune/kernels/gelu.h"
 #include "gemmatune/kernels/rmsnorm.h"
 #include "gemmatune/kernels/rope.h"
+#include "gemmatune/lora/adapter.h"
 #include "gemmatune/util/error.h"
 
 namespace gt {
@@ -23,6 +24,9 @@ void add_inplace(float* y, const float* x, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
+
+const char* kProj[9] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                        "experts.gate_up_proj", "experts.down_proj"};
 }  // namespace
 
 Decoder::Decoder(const Model& m) : m_(m) {
@@ -33,10 +37,79 @@ Decoder::Decoder(const Model& m) : m_(m) {
   }
   new_k_.resize(size_t(c.num_layers));
   new_v_.resize(size_t(c.num_layers));
+  lora_table_.assign(size_t(c.num_layers * 9), nullptr);
 }
 
-void Decoder::ple_inputs(const std::vector<SeqChunk>& chunks, int64_t T) {
-  (void)chunks;
+void Decoder::reset_expert_stats() {
+  for (auto& v : expert_counts_) std::fill(v.begin(), v.end(), 0);
+  for (auto& v : expert_calls_) std::fill(v.begin(), v.end(), 0);
+}
+
+void Decoder::set_adapter(const Adapter* a, float scale) {
+  adapter_ = a;
+  adapter_scale_ = scale;
+  std::fill(lora_table_.begin(), lora_table_.end(), nullptr);
+  if (!a) return;
+  for (int64_t l = 0; l < m_.config().num_layers; ++l)
+    for (int w = 0; w < 9; ++w) lora_table_[size_t(l * 9 + w)] = a->find(l, kProj[w]);
+}
+
+const LoraModule* Decoder::lora(int64_t layer, int which) const { return lora_table_[size_t(layer * 9 + which)]; }
+
+int64_t Decoder::module_index(const LoraModule* lm) const { return int64_t(lm - adapter_->modules.data()); }
+
+void Decoder::project(const Weight2D& w, const LoraModule* lm, const float* x, int64_t T, float* y,
+                      std::vector<float>* lt) {
+  linear(x, T, w, y);
+  if (!lm) return;
+  // y += s · (x Aᵀ) Bᵀ
+  const Weight2D A{"lora_A", DType::F32, lm->A.data(), lm->r, lm->in, {}};
+  const Weight2D B{"lora_B", DType::F32, lm->B.data(), lm->out, lm->r, {}};
+  std::vector<float> local;
+  float* t = lt ? sized(*lt, T * lm->r) : sized(local, T * lm->r);
+  linear(x, T, A, t);
+  std::vector<float> ts(size_t(T * lm->r));
+  const float s = lm->scaling * adapter_scale_;
+  for (size_t i = 0; i < ts.size(); ++i) ts[i] = t[i] * s;
+  linear(ts.data(), T, B, y, /*accumulate=*/true);
+}
+
+void Decoder::prepare(const std::vector<SeqChunk>& chunks, int64_t& T) {
+  T = 0;
+  for (const auto& ch : chunks) {
+    GT_CHECK(ch.n > 0 && ch.tokens, "forward: empty sequence chunk");
+    if (ch.cache) ch.cache->reserve_more(ch.n);
+    T += ch.n;
+  }
+  ids_.resize(size_t(T));
+  pos_.resize(size_t(T));
+  int64_t t = 0;
+  for (const auto& ch : chunks) {
+    const int64_t p0 = ch.cache ? ch.cache->pos() : 0;
+    for (int64_t i = 0; i < ch.n; ++i, ++t) {
+      ids_[size_t(t)] = ch.tokens[i];
+      pos_[size_t(t)] = p0 + i;
+    }
+  }
+}
+
+void Decoder::embed(int64_t T) {
+  const auto& c = m_.config();
+  const auto& w = m_.weights();
+  const int64_t H = c.hidden_size;
+  // E[id] * scale (the scale rounded to the table's dtype, as transformers does).
+  float* h = sized(h_, T * H);
+  const size_t es = dtype_size(w.embed.dtype);
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t id = ids_[size_t(t)];
+    if (id < 0 || id >= w.embed.n) fail("token id ", id, " is outside the vocabulary (", w.embed.n, " rows)");
+    to_f32(w.embed.dtype, static_cast<const uint8_t*>(w.embed.data) + size_t(id) * size_t(H) * es, h + t * H, size_t(H));
+    for (int64_t j = 0; j < H; ++j) h[t * H + j] *= w.embed_scale;
+  }
+  if (c.family == Family::Gemma4 && c.hidden_size_per_layer_input > 0) ple_inputs(T);
+}
+
+void Decoder::ple_inputs(int64_t T) {
   const auto& c = m_.config();
   const auto& w = m_.weights();
   const int64_t L = c.num_layers, P = c.hidden_size_per_layer_input, LP = L * P;
@@ -59,35 +132,43 @@ void Decoder::ple_inputs(const std::vector<SeqChunk>& chunks, int64_t T) {
   }
 }
 
-void Decoder::attention_block(int64_t li, const std::vector<SeqChunk>& chunks, int64_t T) {
+void Decoder::attention_block(int64_t li, const std::vector<SeqChunk>& chunks, int64_t T, LayerActs& A, bool train) {
   const auto& c = m_.config();
   const LayerSpec& s = m_.specs()[size_t(li)];
   const LayerWeights& lw = m_.weights().layers[size_t(li)];
   const int64_t H = c.hidden_size, hd = s.head_dim, nq = s.num_heads * hd, nkv = s.num_kv_heads * hd;
   const float eps = float(c.rms_norm_eps);
 
-  float* a = sized(a_, T * H);
-  rmsnorm_forward(h_.data(), lw.input_norm.data(), a, T, H, eps);
-  float* q = sized(q_, T * nq);
-  linear(a, T, lw.q, q);
-  rmsnorm_forward(q, lw.q_norm.data(), q, T * s.num_heads, hd, eps);
+  float* a = sized(A.a, T * H);
+  rmsnorm_forward(h_.data(), lw.input_norm.data(), a, T, H, eps, sized(A.rs_in, T));
+  float* q0 = sized(A.q0, T * nq);
+  project(lw.q, lora(li, 0), a, T, q0, train ? &A.lt[0] : nullptr);
+  float* q = sized(A.q, T * nq);
+  rmsnorm_forward(q0, lw.q_norm.data(), q, T * s.num_heads, hd, eps, sized(A.rs_q, T * s.num_heads));
   rope_forward(q, pos_.data(), T, s.num_heads, hd, s.inv_freq.data());
 
   if (s.kv_donor < 0) {
-    float* k = sized(new_k_[size_t(li)], T * nkv);
-    float* v = sized(new_v_[size_t(li)], T * nkv);
-    linear(a, T, lw.k, k);
-    if (s.k_eq_v) std::memcpy(v, k, size_t(T * nkv) * 4);  // V from the raw k_proj output
-    else linear(a, T, lw.v, v);
-    rmsnorm_forward(k, lw.k_norm.data(), k, T * s.num_kv_heads, hd, eps);
+    float* k0 = sized(A.k0, T * nkv);
+    project(lw.k, lora(li, 1), a, T, k0, train ? &A.lt[1] : nullptr);
+    float* v0 = sized(A.v0, T * nkv);
+    if (s.k_eq_v) std::memcpy(v0, k0, size_t(T * nkv) * 4);  // V from the raw k_proj output
+    else project(lw.v, lora(li, 2), a, T, v0, train ? &A.lt[2] : nullptr);
+    float* k = sized(A.k, T * nkv);
+    rmsnorm_forward(k0, lw.k_norm.data(), k, T * s.num_kv_heads, hd, eps, sized(A.rs_k, T * s.num_kv_heads));
     rope_forward(k, pos_.data(), T, s.num_kv_heads, hd, s.inv_freq.data());
-    if (s.v_norm) rmsnorm_forward(v, nullptr, v, T * s.num_kv_heads, hd, eps);
+    float* v = sized(A.v, T * nkv);
+    if (s.v_norm) rmsnorm_forward(v0, nullptr, v, T * s.num_kv_heads, hd, eps, sized(A.rs_v, T * s.num_kv_heads));
+    else std::memcpy(v, v0, size_t(T * nkv) * 4);
+    if (!train) {  // kept per layer: the cache commit and KV-shared layers read them
+      std::memcpy(sized(new_k_[size_t(li)], T * nkv), k, size_t(T * nkv) * 4);
+      std::memcpy(sized(new_v_[size_t(li)], T * nkv), v, size_t(T * nkv) * 4);
+    }
   }
   const int64_t src = s.kv_donor >= 0 ? s.kv_donor : li;
-  const float* nk = new_k_[size_t(src)].data();
-  const float* nv = new_v_[size_t(src)].data();
+  const float* nk = train ? acts_[size_t(src)].k.data() : new_k_[size_t(src)].data();
+  const float* nv = train ? acts_[size_t(src)].v.data() : new_v_[size_t(src)].data();
 
-  float* out = sized(attn_, T * nq);
+  float* out = sized(A.att, T * nq);
   AttnShape shape{s.num_heads, s.num_kv_heads, hd, s.attn_scale, s.window};
   int64_t off = 0;
   for (const SeqChunk& ch : chunks) {
@@ -108,28 +189,33 @@ void Decoder::attention_block(int64_t li, const std::vector<SeqChunk>& chunks, i
     attention_forward(shape, q + off * nq, nq, ch.n, start, kv, out + off * nq, nq);
     off += ch.n;
   }
-  float* o = sized(o_, T * H);
-  linear(out, T, lw.o, o);
-  rmsnorm_forward(o, lw.post_attn_norm.data(), o, T, H, eps);
+  float* o0 = sized(A.o0, T * H);
+  project(lw.o, lora(li, 3), out, T, o0, train ? &A.lt[3] : nullptr);
+  float* o = sized(tmp_, T * H);
+  rmsnorm_forward(o0, lw.post_attn_norm.data(), o, T, H, eps, sized(A.rs_o, T));
   add_inplace(h_.data(), o, T * H);
 }
 
-void Decoder::moe_block(int64_t li, const float* resid, int64_t T, float* out) {
+void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, bool train, float* out) {
   const auto& c = m_.config();
   const LayerWeights& lw = m_.weights().layers[size_t(li)];
   const int64_t H = c.hidden_size, E = c.num_experts, K = c.top_k_experts, Im = c.moe_intermediate_size;
   const float eps = float(c.rms_norm_eps);
+  const float* resid = h_.data();
   // Router: scaleless norm × scale × H^-½ → logits → softmax → top-k → renormalise → per-expert scale.
-  std::vector<float> z(static_cast<size_t>(T * H)), logits(static_cast<size_t>(T * E));
-  rmsnorm_forward(resid, nullptr, z.data(), T, H, eps);
+  float* z = sized(A.z, T * H);
+  rmsnorm_forward(resid, nullptr, z, T, H, eps, sized(A.rs_z, T));
   const float hs = float(1.0 / std::sqrt(double(H)));
   for (int64_t t = 0; t < T; ++t)
-    for (int64_t j = 0; j < H; ++j) z[size_t(t * H + j)] = z[size_t(t * H + j)] * lw.router_scale[size_t(j)] * hs;
-  linear(z.data(), T, lw.router, logits.data());
-  std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(E));  // expert -> (token, weight)
+    for (int64_t j = 0; j < H; ++j) z[t * H + j] = z[t * H + j] * lw.router_scale[size_t(j)] * hs;
+  float* pr = sized(A.probs, T * E);
+  linear(z, T, lw.router, pr);
+  int32_t* topk = sized(A.topk, T * K);
+  float* topw = sized(A.topw, T * K);
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> routed(static_cast<size_t>(E));  // expert -> (token, slot)
   std::vector<int64_t> idx(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
-    float* lg = &logits[size_t(t * E)];
+    float* lg = pr + t * E;
     float mx = *std::max_element(lg, lg + E), sum = 0;
     for (int64_t e = 0; e < E; ++e) sum += (lg[e] = std::exp(lg[e] - mx));
     for (int64_t e = 0; e < E; ++e) lg[e] /= sum;
@@ -141,73 +227,106 @@ void Decoder::moe_block(int64_t li, const float* resid, int64_t T, float* out) {
     for (int64_t k = 0; k < K; ++k) wsum += lg[idx[size_t(k)]];
     for (int64_t k = 0; k < K; ++k) {
       const int64_t e = idx[size_t(k)];
-      routed[size_t(e)].push_back({t, lg[e] / wsum * lw.per_expert_scale[size_t(e)]});
-      ++expert_counts_[size_t(li)][size_t(e)];
+      topk[t * K + k] = int32_t(e);
+      topw[t * K + k] = lg[e] / wsum * lw.per_expert_scale[size_t(e)];
+      routed[size_t(e)].push_back({t, k});
+      if (!recomputing_) ++expert_counts_[size_t(li)][size_t(e)];
     }
   }
-  // Experts: each routed expert runs once over the tokens that chose it (grouped GEMM).
-  std::vector<float> x2(static_cast<size_t>(T * H));
-  rmsnorm_forward(resid, lw.pre_ff_norm_2.data(), x2.data(), T, H, eps);
+  // Experts: each routed expert runs once over the tokens that chose it (grouped GEMM); its
+  // LoRA, if any, costs only those tokens.
+  float* x2 = sized(A.x2, T * H);
+  rmsnorm_forward(resid, lw.pre_ff_norm_2.data(), x2, T, H, eps, sized(A.rs_x2, T));
   std::memset(out, 0, size_t(T * H) * 4);
-  std::vector<float> xin, gu, act, y;
+  const LoraModule* lgu = lora(li, 7);
+  const LoraModule* ldn = lora(li, 8);
+  std::vector<float> xin, gu, act, y, t1, bcol;
   for (int64_t e = 0; e < E; ++e) {
     const auto& toks = routed[size_t(e)];
     const int64_t n = int64_t(toks.size());
     if (n == 0) continue;
-    ++expert_calls_[size_t(li)][size_t(e)];
+    if (!recomputing_) ++expert_calls_[size_t(li)][size_t(e)];
     xin.resize(size_t(n * H));
-    for (int64_t r = 0; r < n; ++r) std::memcpy(&xin[size_t(r * H)], &x2[size_t(toks[size_t(r)].first * H)], size_t(H) * 4);
+    for (int64_t r = 0; r < n; ++r) std::memcpy(&xin[size_t(r * H)], x2 + toks[size_t(r)].first * H, size_t(H) * 4);
     gu.resize(size_t(n * 2 * Im));
     act.resize(size_t(n * Im));
     y.resize(size_t(n * H));
+    auto expert_lora = [&](const LoraModule* lm, const float* in, float* o) {
+      // o += s · (in A_eᵀ) B_eᵀ with A_e = rows [e·r, (e+1)·r) of A, B_e[:, k] = B[:, k·E + e].
+      if (!lm) return;
+      const int64_t r = lm->r;
+      const Weight2D Ae{"lora_A", DType::F32, lm->A.data() + e * r * lm->in, r, lm->in, {}};
+      bcol.resize(size_t(lm->out * r));
+      for (int64_t o2 = 0; o2 < lm->out; ++o2)
+        for (int64_t k = 0; k < r; ++k) bcol[size_t(o2 * r + k)] = lm->B[size_t(o2 * r * E + k * E + e)];
+      const Weight2D Be{"lora_B", DType::F32, bcol.data(), lm->out, r, {}};
+      t1.resize(size_t(n * r));
+      linear(in, n, Ae, t1.data());
+      const float s = lm->scaling * adapter_scale_;
+      for (auto& v : t1) v *= s;
+      linear(t1.data(), n, Be, o, true);
+    };
     linear(xin.data(), n, lw.experts[size_t(e)].gate_up, gu.data());
+    expert_lora(lgu, xin.data(), gu.data());
     gelu_gate_forward(gu.data(), 2 * Im, gu.data() + Im, 2 * Im, act.data(), n, Im);
     linear(act.data(), n, lw.experts[size_t(e)].down, y.data());
+    expert_lora(ldn, act.data(), y.data());
     for (int64_t r = 0; r < n; ++r) {
-      const float wgt = toks[size_t(r)].second;
-      float* dst = out + toks[size_t(r)].first * H;
+      const int64_t t = toks[size_t(r)].first;
+      const float wgt = topw[t * K + toks[size_t(r)].second];
+      float* dst = out + t * H;
       const float* src = &y[size_t(r * H)];
       for (int64_t j = 0; j < H; ++j) dst[j] += wgt * src[j];
     }
   }
+  (void)train;
 }
 
-void Decoder::mlp_block(int64_t li, int64_t T) {
+void Decoder::mlp_block(int64_t li, int64_t T, LayerActs& A, bool train) {
   const auto& c = m_.config();
   const LayerSpec& s = m_.specs()[size_t(li)];
   const LayerWeights& lw = m_.weights().layers[size_t(li)];
   const int64_t H = c.hidden_size, I = s.intermediate;
   const float eps = float(c.rms_norm_eps);
-  float* x = sized(a_, T * H);
-  rmsnorm_forward(h_.data(), lw.pre_ff_norm.data(), x, T, H, eps);
-  float* g = sized(g_, T * I);
-  float* u = sized(u_, T * I);
-  linear(x, T, lw.gate, g);
-  linear(x, T, lw.up, u);
-  float* act = sized(act_, T * I);
+  if (train) std::memcpy(sized(A.h_mid, T * H), h_.data(), size_t(T * H) * 4);
+  float* x = sized(A.x, T * H);
+  rmsnorm_forward(h_.data(), lw.pre_ff_norm.data(), x, T, H, eps, sized(A.rs_x, T));
+  float* g = sized(A.g, T * I);
+  float* u = sized(A.u, T * I);
+  project(lw.gate, lora(li, 4), x, T, g, train ? &A.lt[4] : nullptr);
+  project(lw.up, lora(li, 5), x, T, u, train ? &A.lt[5] : nullptr);
+  float* act = sized(A.act, T * I);
   gelu_gate_forward(g, I, u, I, act, T, I);
-  float* f = sized(f_, T * H);
-  linear(act, T, lw.down, f);
+  float* f = sized(A.f, T * H);
   if (s.moe) {
-    rmsnorm_forward(f, lw.post_ff_norm_1.data(), f, T, H, eps);
-    float* f2 = sized(f2_, T * H);
-    moe_block(li, h_.data(), T, f2);
-    rmsnorm_forward(f2, lw.post_ff_norm_2.data(), f2, T, H, eps);
-    add_inplace(f, f2, T * H);
+    float* f0 = sized(A.f0, T * H);
+    project(lw.down, lora(li, 6), act, T, f0, train ? &A.lt[6] : nullptr);
+    float* f1 = sized(A.f1, T * H);
+    rmsnorm_forward(f0, lw.post_ff_norm_1.data(), f1, T, H, eps, sized(A.rs_f0, T));
+    float* moe = sized(A.moe, T * H);
+    moe_block(li, T, A, train, moe);
+    rmsnorm_forward(moe, lw.post_ff_norm_2.data(), f, T, H, eps, sized(A.rs_moe, T));
+    add_inplace(f, f1, T * H);
+  } else {
+    project(lw.down, lora(li, 6), act, T, f, train ? &A.lt[6] : nullptr);
   }
-  rmsnorm_forward(f, lw.post_ff_norm.data(), f, T, H, eps);
-  add_inplace(h_.data(), f, T * H);
+  float* fn = sized(tmp_, T * H);
+  rmsnorm_forward(f, lw.post_ff_norm.data(), fn, T, H, eps, sized(A.rs_f, T));
+  add_inplace(h_.data(), fn, T * H);
   if (s.ple) {
+    if (train) std::memcpy(sized(A.h_post, T * H), h_.data(), size_t(T * H) * 4);
     const int64_t P = c.hidden_size_per_layer_input, LP = c.num_layers * P;
-    float* gp = sized(g_, T * P);
-    linear(h_.data(), T, lw.ple_gate, gp);
+    float* gp0 = sized(A.gp0, T * P);
+    float* gp = sized(A.gp, T * P);
+    linear(h_.data(), T, lw.ple_gate, gp0);
     for (int64_t t = 0; t < T; ++t) {
       const float* pl = ple_.data() + t * LP + li * P;
-      for (int64_t j = 0; j < P; ++j) gp[t * P + j] = gelu_tanh(gp[t * P + j]) * pl[j];
+      for (int64_t j = 0; j < P; ++j) gp[t * P + j] = gelu_tanh(gp0[t * P + j]) * pl[j];
     }
-    float* p = sized(f_, T * H);
-    linear(gp, T, lw.ple_proj, p);
-    rmsnorm_forward(p, lw.post_ple_norm.data(), p, T, H, eps);
+    float* p0 = sized(A.p0, T * H);
+    linear(gp, T, lw.ple_proj, p0);
+    float* p = sized(tmp_, T * H);
+    rmsnorm_forward(p0, lw.post_ple_norm.data(), p, T, H, eps, sized(A.rs_p, T));
     add_inplace(h_.data(), p, T * H);
   }
   if (s.layer_scalar) {
@@ -216,74 +335,53 @@ void Decoder::mlp_block(int64_t li, int64_t T) {
   }
 }
 
-int64_t Decoder::forward(const std::vector<SeqChunk>& chunks, LogitsFor mode, std::vector<float>& logits) {
-  const auto& c = m_.config();
-  const auto& w = m_.weights();
-  const int64_t H = c.hidden_size;
-  int64_t T = 0;
-  for (const auto& ch : chunks) {
-    GT_CHECK(ch.n > 0 && ch.tokens, "forward: empty sequence chunk");
-    if (ch.cache) ch.cache->reserve_more(ch.n);
-    T += ch.n;
-  }
-  ids_.resize(size_t(T));
-  pos_.resize(size_t(T));
-  {
-    int64_t t = 0;
-    for (const auto& ch : chunks) {
-      const int64_t p0 = ch.cache ? ch.cache->pos() : 0;
-      for (int64_t i = 0; i < ch.n; ++i, ++t) {
-        ids_[size_t(t)] = ch.tokens[i];
-        pos_[size_t(t)] = p0 + i;
-      }
-    }
-  }
-  // Embedding: E[id] * scale (the scale rounded to the table's dtype, as transformers does).
-  float* h = sized(h_, T * H);
-  const size_t es = dtype_size(w.embed.dtype);
-  for (int64_t t = 0; t < T; ++t) {
-    const int32_t id = ids_[size_t(t)];
-    if (id < 0 || id >= w.embed.n) fail("token id ", id, " is outside the vocabulary (", w.embed.n, " rows)");
-    to_f32(w.embed.dtype, static_cast<const uint8_t*>(w.embed.data) + size_t(id) * size_t(H) * es, h + t * H, size_t(H));
-    for (int64_t j = 0; j < H; ++j) h[t * H + j] *= w.embed_scale;
-  }
-  if (c.family == Family::Gemma4 && c.hidden_size_per_layer_input > 0) ple_inputs(chunks, T);
+void Decoder::layer_forward(int64_t li, const std::vector<SeqChunk>& chunks, int64_t T, LayerActs& A, bool train) {
+  if (train) std::memcpy(sized(A.h_in, T * m_.config().hidden_size), h_.data(), size_t(T * m_.config().hidden_size) * 4);
+  attention_block(li, chunks, T, A, train);
+  mlp_block(li, T, A, train);
+}
 
-  for (int64_t li = 0; li < c.num_layers; ++li) {
-    attention_block(li, chunks, T);
-    mlp_block(li, T);
-  }
-  // Commit this chunk's K/V to the caches only now: KV-shared layers read their donor's
-  // pre-update cache plus the chunk's fresh K/V, exactly like the donor itself.
-  {
-    int64_t off = 0;
-    for (const auto& ch : chunks) {
-      if (ch.cache) {
-        for (int64_t li = 0; li < c.num_layers; ++li) {
-          const LayerSpec& s = m_.specs()[size_t(li)];
-          if (s.kv_donor >= 0) continue;
-          const int64_t row = s.num_kv_heads * s.head_dim;
-          ch.cache->write(li, new_k_[size_t(li)].data() + off * row, new_v_[size_t(li)].data() + off * row, row, ch.n);
-        }
-        ch.cache->advance(ch.n);
-      }
-      off += ch.n;
-    }
-  }
-  if (mode == LogitsFor::None) return 0;
-  // Select the rows whose logits are wanted, normalise them, project with the LM head.
-  int64_t rows = mode == LogitsFor::All ? T : int64_t(chunks.size());
-  float* x = sized(a_, rows * H);
+void Decoder::final_rows(LogitsFor mode, const std::vector<SeqChunk>& chunks, int64_t T, float* x, int64_t& rows) {
+  const int64_t H = m_.config().hidden_size;
+  rows = mode == LogitsFor::All ? T : int64_t(chunks.size());
   if (mode == LogitsFor::All) {
-    std::memcpy(x, h, size_t(T * H) * 4);
+    std::memcpy(x, h_.data(), size_t(T * H) * 4);
   } else {
     int64_t off = 0, r = 0;
     for (const auto& ch : chunks) {
       off += ch.n;
-      std::memcpy(x + r++ * H, h + (off - 1) * H, size_t(H) * 4);
+      std::memcpy(x + r++ * H, h_.data() + (off - 1) * H, size_t(H) * 4);
     }
   }
-  rmsnorm_forward(x, w.final_norm.data(), x, rows, H, float(c.rms_norm_eps));
+  rmsnorm_forward(x, m_.weights().final_norm.data(), x, rows, H, float(m_.config().rms_norm_eps));
+}
+
+int64_t Decoder::forward(const std::vector<SeqChunk>& chunks, LogitsFor mode, std::vector<float>& logits) {
+  const auto& c = m_.config();
+  const auto& w = m_.weights();
+  int64_t T = 0;
+  prepare(chunks, T);
+  embed(T);
+  for (int64_t li = 0; li < c.num_layers; ++li) layer_forward(li, chunks, T, scratch_, false);
+  // Commit this chunk's K/V to the caches only now: KV-shared layers read their donor's
+  // pre-update cache plus the chunk's fresh K/V, exactly like the donor itself.
+  int64_t off = 0;
+  for (const auto& ch : chunks) {
+    if (ch.cache) {
+      for (int64_t li = 0; li < c.num_layers; ++li) {
+        const LayerSpec& s = m_.specs()[size_t(li)];
+        if (s.kv_donor >= 0) continue;
+        const int64_t row = s.num_kv_heads * s.head_dim;
+        ch.cache->write(li, new_k_[size_t(li)].data() + off * row, new_v_[size_t(li)].data() + off * row, row, ch.n);
+      }
+      ch.cache->advance(ch.n);
+    }
+    off += ch.n;
+  }
+  if (mode == LogitsFor::None) return 0;
+  int64_t rows = 0;
+  float* x = sized(fin_, (mode == LogitsFor::All ? T : int64_t(chunks.size())) * c.hidden_size);
+  final_rows(mode, chunks, T, x, rows);
   const int64_t V = w.lm_head.n;
   logits.resize(size_t(rows * V));
   linear(x, rows, w.lm_head, logits.data());

@@ -1,6 +1,8 @@
-// The one decoder loop shared by prefill, decoding, scoring and (later) training. It runs a batch
-// of sequence chunks (each with its own KV cache, or none) through every layer, driven by the
-// LayerSpecs; it never branches on model names.
+// The one decoder loop shared by prefill, decoding, scoring and training. It runs a batch of
+// sequence chunks (each with its own KV cache, or none) through every layer, driven by the
+// LayerSpecs; it never branches on model names. A LoRA adapter, when set, is applied unmerged
+// inside every adapted projection (routed experts included, only for the experts a token uses).
+// For training, the forward leaves per-layer activations (LayerActs) that backward() consumes.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -10,6 +12,9 @@
 
 namespace gt {
 
+class Adapter;
+struct LoraModule;
+
 struct SeqChunk {
   KvCache* cache = nullptr;  // null: positions start at 0 and nothing is retained
   const int32_t* tokens = nullptr;
@@ -18,33 +23,108 @@ struct SeqChunk {
 
 enum class LogitsFor { All, Last, None };
 
+// What one layer's forward leaves for its backward (all [T, ...] row-major, f32).
+struct LayerActs {
+  std::vector<float> h_in;              // residual stream entering the layer
+  std::vector<float> a, rs_in;          // input_layernorm output and 1/rms
+  std::vector<float> q0, rs_q, q;       // q_proj output, q_norm 1/rms, after norm + RoPE
+  std::vector<float> k0, rs_k, k;       // k_proj output, k_norm 1/rms, after norm + RoPE
+  std::vector<float> v0, rs_v, v;       // v_proj output (k0 when k_eq_v), v_norm 1/rms, value
+  std::vector<float> att;               // attention output (o_proj input)
+  std::vector<float> o0, rs_o;          // o_proj output, post_attention_layernorm 1/rms
+  std::vector<float> h_mid;             // residual after attention
+  std::vector<float> x, rs_x;           // pre_feedforward_layernorm output, 1/rms
+  std::vector<float> g, u, act;         // gate, up, gelu(gate)*up
+  std::vector<float> f0, rs_f0;         // down_proj output; post_feedforward_layernorm_1 1/rms (MoE)
+  std::vector<float> f, rs_f;           // MLP (+MoE) output before post_feedforward_layernorm, its 1/rms
+  std::vector<float> h_post;            // residual after the MLP
+  std::vector<float> gp0, gp, p0, rs_p; // PLE gate pre-activation, gated input, projection, 1/rms
+  // LoRA: t = x·Aᵀ per adapted projection (index: q k v o gate up down)
+  std::vector<float> lt[7];
+  // MoE
+  std::vector<float> z, rs_z, probs;    // router input (scaled), scaleless-norm 1/rms, softmax [T, E]
+  std::vector<int32_t> topk;            // [T, K] expert ids
+  std::vector<float> topw;              // [T, K] final weights
+  std::vector<float> x2, rs_x2;         // pre_feedforward_layernorm_2 output, 1/rms
+  std::vector<float> moe, rs_moe;       // experts' weighted sum, post_feedforward_layernorm_2 1/rms
+  std::vector<float> f1;                // post_feedforward_layernorm_1 output (MoE)
+};
+
 class Decoder {
  public:
   explicit Decoder(const Model& m);
+
+  // Applies `a` (unmerged, times `scale`) in every forward from now on; nullptr removes it.
+  void set_adapter(const Adapter* a, float scale = 1.0f);
+  const Adapter* adapter() const { return adapter_; }
 
   // Runs all chunks (their tokens concatenated) and advances their caches. Logits rows: every
   // token in order (All) or the last token of each chunk (Last); returns the number of rows and
   // fills `logits` with rows * vocab_rows floats.
   int64_t forward(const std::vector<SeqChunk>& chunks, LogitsFor mode, std::vector<float>& logits);
 
+  // Training: forward over cache-less chunks keeping every layer's activations, then the mean
+  // cross-entropy over the tokens t with loss_mask[t] = 1 (predicting tokens[t+1] of the same
+  // chunk), computed in row chunks without materialising all logits, and the backward pass.
+  // Gradients of the adapter's tensors are added into `grads` (same order as adapter modules:
+  // grads[2*i] for A, grads[2*i+1] for B). loss_mask is over the concatenated tokens.
+  // `loss_weight` scales the loss normalisation: the loss is sum(CE)/normaliser with
+  // normaliser = loss_norm (> 0) or the number of scored tokens (loss_norm = 0).
+  // Returns the summed cross-entropy (not divided) and the number of scored tokens.
+  struct LossResult {
+    double sum = 0;
+    int64_t tokens = 0;
+  };
+  LossResult forward_backward(const std::vector<SeqChunk>& chunks, const std::vector<uint8_t>& loss_mask,
+                              std::vector<std::vector<float>>& grads, double loss_norm = 0, bool checkpointing = false);
+  // Loss only (no backward), same definition.
+  LossResult loss(const std::vector<SeqChunk>& chunks, const std::vector<uint8_t>& loss_mask);
+
   // MoE routing statistics: tokens routed to each expert, per layer, since construction.
   const std::vector<std::vector<int64_t>>& expert_counts() const { return expert_counts_; }
   // Times each expert's weights were run (once per forward in which any token routed to it).
   const std::vector<std::vector<int64_t>>& expert_calls() const { return expert_calls_; }
+  void reset_expert_stats();
   const Model& model() const { return m_; }
 
  private:
-  void attention_block(int64_t layer, const std::vector<SeqChunk>& chunks, int64_t T);
-  void mlp_block(int64_t layer, int64_t T);
-  void moe_block(int64_t layer, const float* resid, int64_t T, float* out);
-  void ple_inputs(const std::vector<SeqChunk>& chunks, int64_t T);
+  void prepare(const std::vector<SeqChunk>& chunks, int64_t& T);
+  void embed(int64_t T);
+  void layer_forward(int64_t li, const std::vector<SeqChunk>& chunks, int64_t T, LayerActs& A, bool train);
+  void attention_block(int64_t li, const std::vector<SeqChunk>& chunks, int64_t T, LayerActs& A, bool train);
+  void mlp_block(int64_t li, int64_t T, LayerActs& A, bool train);
+  void moe_block(int64_t li, int64_t T, LayerActs& A, bool train, float* out);
+  void ple_inputs(int64_t T);
+  void final_rows(LogitsFor mode, const std::vector<SeqChunk>& chunks, int64_t T, float* x, int64_t& rows);
+  // y = x·Wᵀ (+ scale·(x·Aᵀ)·Bᵀ when adapted); keeps x·Aᵀ in `lt` when non-null.
+  void project(const Weight2D& w, const LoraModule* lm, const float* x, int64_t T, float* y, std::vector<float>* lt);
+  const LoraModule* lora(int64_t layer, int which) const;
+
+  // backward pieces (model/backward.cc)
+  void layer_backward(int64_t li, const std::vector<SeqChunk>& chunks, int64_t T, LayerActs& A, float* dh,
+                      std::vector<std::vector<float>>& grads);
+  void project_backward(const Weight2D& w, const LoraModule* lm, const float* x, const float* lt, const float* dy,
+                        int64_t T, float* dx, bool accumulate, std::vector<std::vector<float>>& grads);
+  void moe_backward(int64_t li, int64_t T, LayerActs& A, const float* dmoe, float* dh_mid,
+                    std::vector<std::vector<float>>& grads);
+  LossResult loss_and_grad(const float* h_final, int64_t T, const std::vector<SeqChunk>& chunks,
+                           const std::vector<uint8_t>& mask, double norm, float* dh);
+  int64_t module_index(const LoraModule* lm) const;
 
   const Model& m_;
+  const Adapter* adapter_ = nullptr;
+  float adapter_scale_ = 1.0f;
+  std::vector<const LoraModule*> lora_table_;  // [layer * 9 + which]
   std::vector<std::vector<int64_t>> expert_counts_, expert_calls_;
   // Workspace, grown as needed and reused across calls.
   std::vector<int32_t> ids_;
   std::vector<int64_t> pos_;
-  std::vector<float> h_, a_, q_, attn_, o_, g_, u_, act_, f_, f2_, ple_, tmp_;
+  std::vector<float> h_, ple_, tmp_, fin_;
+  LayerActs scratch_;
+  std::vector<LayerActs> acts_;  // training: one per layer
+  std::vector<std::vector<float>> kv_grad_k_, kv_grad_v_;  // backward: dL/dK, dL/dV per K/V-owning layer
+  bool recomputing_ = false;     // gradient checkpointing re-runs a layer: do not count routing twice
+  // Per-layer K/V of the current chunk (also read by KV-shared layers).
   std::vector<std::vector<float>> new_k_, new_v_;
 };
 

@@ -1,13 +1,20 @@
 #include "gemmatune/tools/golden.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "gemmatune/generate/sampler.h"
+#include "gemmatune/lora/adapter.h"
+#include "gemmatune/lora/merge.h"
+#include "gemmatune/train/adamw.h"
 #include "gemmatune/io/safetensors.h"
 #include "gemmatune/model/decoder.h"
 #include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
+
+#include <unistd.h>
 
 namespace gt {
 
@@ -48,6 +55,39 @@ GoldenResult compute_golden(const std::string& dir, const std::vector<std::strin
   IdMatrix ids = read_ids(gs, "input_ids");
   const int64_t B = ids.rows, T = ids.cols;
 
+  std::unique_ptr<Adapter> adapter_;
+  auto adapter = [&]() -> Adapter& {
+    if (!adapter_) adapter_ = std::make_unique<Adapter>(Adapter::load_peft(dir + "/adapter", model));
+    return *adapter_;
+  };
+  auto greedy = [&](Decoder& d, const char* ids_name, const char* logits_name) {
+      IdMatrix prompt = read_ids(gs, "greedy_prompt_ids");
+      const int64_t steps = gj.at("greedy").at("new_tokens").get<int64_t>();
+      const int64_t Pg = prompt.cols;
+      std::vector<KvCache> caches;
+      for (int64_t b = 0; b < B; ++b) caches.emplace_back(model, Pg + steps);
+      std::vector<SeqChunk> chunks;
+      for (int64_t b = 0; b < prompt.rows; ++b) chunks.push_back({&caches[size_t(b)], prompt.row(b), Pg});
+      auto& gi = out.tensors[ids_name];
+      auto& gl = out.tensors[logits_name];
+      gi.is_int = true;
+      gi.shape = {prompt.rows, steps};
+      gl.shape = {prompt.rows, steps, V};
+      gi.i32.assign(size_t(prompt.rows * steps), 0);
+      gl.f32.assign(size_t(prompt.rows * steps * V), 0.0f);
+      std::vector<float> lg;
+      std::vector<int32_t> next(size_t(prompt.rows));
+      for (int64_t s = 0; s < steps; ++s) {
+        d.forward(chunks, LogitsFor::Last, lg);
+        for (int64_t b = 0; b < prompt.rows; ++b) {
+          next[size_t(b)] = argmax(&lg[size_t(b * V)], V);
+          gi.i32[size_t(b * steps + s)] = next[size_t(b)];
+          std::memcpy(&gl.f32[size_t((b * steps + s) * V)], &lg[size_t(b * V)], size_t(V) * 4);
+          chunks[size_t(b)] = {&caches[size_t(b)], &next[size_t(b)], 1};
+        }
+      }
+  };
+
   for (const std::string& part : parts) {
     if (part == "forward") {
       std::vector<SeqChunk> chunks;
@@ -76,33 +116,66 @@ GoldenResult compute_golden(const std::string& dir, const std::vector<std::strin
           std::memcpy(&st.f32[size_t((b * (T - P) + (s - P)) * V)], &lg[size_t(b * V)], size_t(V) * 4);
       }
     } else if (part == "greedy") {
-      IdMatrix prompt = read_ids(gs, "greedy_prompt_ids");
-      const int64_t steps = gj.at("greedy").at("new_tokens").get<int64_t>();
-      const int64_t Pg = prompt.cols;
-      std::vector<KvCache> caches;
-      for (int64_t b = 0; b < B; ++b) caches.emplace_back(model, Pg + steps);
-      std::vector<SeqChunk> chunks;
-      for (int64_t b = 0; b < prompt.rows; ++b) chunks.push_back({&caches[size_t(b)], prompt.row(b), Pg});
-      auto& gi = out.tensors["greedy_ids"];
-      auto& gl = out.tensors["greedy_logits"];
-      gi.is_int = true;
-      gi.shape = {prompt.rows, steps};
-      gl.shape = {prompt.rows, steps, V};
-      gi.i32.assign(size_t(prompt.rows * steps), 0);
-      gl.f32.assign(size_t(prompt.rows * steps * V), 0.0f);
-      std::vector<float> lg;
-      std::vector<int32_t> next(size_t(prompt.rows));
-      for (int64_t s = 0; s < steps; ++s) {
-        dec.forward(chunks, LogitsFor::Last, lg);
-        for (int64_t b = 0; b < prompt.rows; ++b) {
-          next[size_t(b)] = argmax(&lg[size_t(b * V)], V);
-          gi.i32[size_t(b * steps + s)] = next[size_t(b)];
-          std::memcpy(&gl.f32[size_t((b * steps + s) * V)], &lg[size_t(b * V)], size_t(V) * 4);
-          chunks[size_t(b)] = {&caches[size_t(b)], &next[size_t(b)], 1};
-        }
+      greedy(dec, "greedy_ids", "greedy_logits");
+    } else if (part == "lora") {
+      dec.set_adapter(&adapter());
+      {
+        std::vector<SeqChunk> chunks;
+        for (int64_t b = 0; b < B; ++b) chunks.push_back({nullptr, ids.row(b), T});
+        auto& t = out.tensors["lora_logits"];
+        t.shape = {B, T, V};
+        dec.forward(chunks, LogitsFor::All, t.f32);
       }
-    } else if (part == "lora" || part == "train" || part == "merge") {
-      fail("golden: part '", part, "' is not implemented yet (LoRA training lands with the fine-tuning work)");
+      greedy(dec, "lora_greedy_ids", "lora_greedy_logits");
+      dec.set_adapter(nullptr);
+    } else if (part == "train") {
+      IdMatrix mask = read_ids(gs, "loss_mask");
+      std::vector<uint8_t> m8;
+      std::vector<SeqChunk> chunks;
+      for (int64_t b = 0; b < B; ++b) {
+        chunks.push_back({nullptr, ids.row(b), T});
+        for (int64_t t = 0; t < T; ++t) m8.push_back(uint8_t(mask.row(b)[t] != 0));
+      }
+      auto base = dec.loss(chunks, m8);
+      Adapter& ad = adapter();
+      dec.set_adapter(&ad);
+      std::vector<std::vector<float>> grads;
+      auto lr = dec.forward_backward(chunks, m8, grads);
+      dec.set_adapter(nullptr);
+      out.tensors["loss"] = {{1}, {float(lr.sum / double(lr.tokens))}, {}, false};
+      out.tensors["base_loss"] = {{1}, {float(base.sum / double(base.tokens))}, {}, false};
+      const auto& tr = gj.at("train");
+      AdamWConfig ac;
+      ac.beta1 = tr.at("betas")[0].get<double>();
+      ac.beta2 = tr.at("betas")[1].get<double>();
+      ac.eps = tr.at("eps").get<double>();
+      ac.weight_decay = tr.at("weight_decay").get<double>();
+      AdamW opt(ac);
+      std::vector<std::vector<float>*> params;
+      for (auto& mod : ad.modules) {
+        params.push_back(&mod.A);
+        params.push_back(&mod.B);
+      }
+      for (size_t i = 0; i < ad.modules.size(); ++i) {
+        const auto& mod = ad.modules[i];
+        out.tensors[mod.key_a + ".grad"] = {{mod.experts * mod.r, mod.in}, grads[2 * i], {}, false};
+        out.tensors[mod.key_b + ".grad"] = {{mod.out, mod.r * mod.experts}, grads[2 * i + 1], {}, false};
+      }
+      opt.step(params, grads, tr.at("lr").get<double>());
+      for (const auto& mod : ad.modules) {
+        out.tensors[mod.key_a + ".adamw"] = {{mod.experts * mod.r, mod.in}, mod.A, {}, false};
+        out.tensors[mod.key_b + ".adamw"] = {{mod.out, mod.r * mod.experts}, mod.B, {}, false};
+      }
+      adapter_.reset();  // the optimizer step changed it
+    } else if (part == "merge") {
+      // W + delta in f32 as the merge command forms it (before rounding to the checkpoint's dtype).
+      for (const auto& mod : adapter().modules) {
+        const std::string key = mod.kind == LoraKind::Linear ? mod.target + ".weight" : mod.target;
+        auto& t = out.tensors[key + ".merged"];
+        t.shape = mod.kind == LoraKind::Linear ? std::vector<int64_t>{mod.out, mod.in}
+                                               : std::vector<int64_t>{mod.experts, mod.out, mod.in};
+        t.f32 = merged_weight(model, mod);
+      }
     } else {
       fail("golden: unknown part '", part, "' (expected forward, decode, greedy, lora, train, merge)");
     }

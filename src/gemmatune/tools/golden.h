@@ -17,7 +17,7 @@ struct GoldenResult {
   std::map<std::string, Tensor> tensors;
 };
 
-// parts: any of forward, decode, greedy (lora, train, merge are not implemented yet and throw).
+// parts: any of forward, decode, greedy, lora, train, merge.
 GoldenResult compute_golden(const std::string& fixture_dir, const std::vector<std::string>& parts);
 void write_golden(const std::string& path, const GoldenResult& r);
 

@@ -1,0 +1,67 @@
+// Training options: one table gives every option its name, default and help text; values come
+// from a YAML run config (--config run.yaml) overridden by key=value words on the command line.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace gt {
+
+struct TrainOptions {
+  // data
+  std::vector<std::string> data;  // JSONL files or directories
+  std::string eval_data;
+  std::string chat_template;      // template file (default: the model folder's)
+  std::string sft_mode = "keep_generation_prompt";
+  std::string on_bad_example = "fail";
+  std::string truncation = "drop";
+  int64_t max_len = 1024;
+  int64_t batch_rows = 1;
+  bool pack = true;
+  // LoRA
+  int64_t lora_r = 16;
+  double lora_alpha = 32;
+  bool use_rslora = false;
+  double lora_dropout = 0.0;
+  std::string target_modules;     // empty: the model's default; "a,b,c": a PEFT list; "re:<regex>": a PEFT regex
+  std::string target_parameters;  // comma list, e.g. experts.gate_up_proj,experts.down_proj
+  std::string exclude_modules;    // same forms as target_modules
+  std::string lora_init = "kaiming";
+  // optimisation
+  double lr = 2e-4;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  std::string schedule = "cosine";  // cosine | linear | constant (after warmup)
+  int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.0;
+  double max_grad_norm = 1.0;       // 0: no clipping
+  int64_t grad_accum = 1;
+  // loop
+  int64_t steps = 0;                // 0: run `epochs` epochs
+  int64_t epochs = 1;
+  uint64_t seed = 0;
+  int64_t log_every = 1;
+  int64_t eval_every = 0;
+  int64_t save_every = 0;           // 0: only at the end
+  int64_t keep_last = 3;
+  bool grad_checkpointing = false;
+  bool resume = false;
+  int64_t threads = 0;
+  int64_t stop_after = 0;           // stop (with a checkpoint) after this many steps of this run; for tests and time-boxed runs
+
+  // Names, defaults and help for --help and config validation.
+  struct Field {
+    std::string name, help, def;
+  };
+  static std::vector<Field> fields();
+  // Sets one option from its text value; throws naming `origin` on an unknown key or bad value.
+  void set(const std::string& key, const std::string& value, const std::string& origin);
+  // Every option as text (for the run folder's config record and resume checks).
+  std::map<std::string, std::string> values() const;
+};
+
+// Reads a YAML mapping of option: value (nested mappings are flattened with '.' is not allowed:
+// options are flat). Throws naming file:line for YAML errors and unknown keys.
+void load_train_yaml(const std::string& path, TrainOptions& o);
+
+}  // namespace gt

@@ -1,0 +1,136 @@
+// Finite-difference checks of every kernel's backward: L = Σ w·y(x) with random w; the analytic
+// dL/dx must match (L(x+εe) − L(x−εe)) / 2ε on every entry.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+
+#include "gemmatune/kernels/attention.h"
+#include "gemmatune/kernels/gelu.h"
+#include "gemmatune/kernels/linear.h"
+#include "gemmatune/kernels/matmul_tn.h"
+#include "gemmatune/kernels/rmsnorm.h"
+#include "gemmatune/kernels/rope.h"
+
+using namespace gt;
+
+namespace {
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+double dot(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += double(a[i]) * double(b[i]);
+  return s;
+}
+
+// Checks grad (analytic dL/dx) against central differences of L(x) = Σ w·f(x).
+void check_fd(std::vector<float> x, const std::vector<float>& grad, const std::function<double(const std::vector<float>&)>& L,
+              double eps = 1e-2, double rtol = 2e-2, double atol = 2e-3) {
+  ASSERT_EQ(x.size(), grad.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float x0 = x[i];
+    x[i] = x0 + float(eps);
+    const double lp = L(x);
+    x[i] = x0 - float(eps);
+    const double lm = L(x);
+    x[i] = x0;
+    const double fd = (lp - lm) / (2 * eps);
+    EXPECT_NEAR(grad[i], fd, atol + rtol * std::fabs(fd)) << "entry " << i;
+  }
+}
+
+}  // namespace
+
+TEST(KernelGrads, RmsNorm) {
+  const int64_t rows = 3, n = 8;
+  auto x = randn(rows * n, 1), g = randn(n, 2), w = randn(rows * n, 3);
+  for (auto& v : g) v += 1.0f;
+  for (const float* gain : {static_cast<const float*>(g.data()), static_cast<const float*>(nullptr)}) {
+    auto L = [&](const std::vector<float>& xx) {
+      std::vector<float> y(xx.size());
+      rmsnorm_forward(xx.data(), gain, y.data(), rows, n, 1e-6f);
+      return dot(y, w);
+    };
+    std::vector<float> y(x.size()), rs(rows), dx(x.size());
+    rmsnorm_forward(x.data(), gain, y.data(), rows, n, 1e-6f, rs.data());
+    rmsnorm_backward(x.data(), gain, w.data(), rs.data(), dx.data(), rows, n);
+    check_fd(x, dx, L, 1e-3);
+  }
+}
+
+TEST(KernelGrads, Rope) {
+  const int64_t T = 4, heads = 2, dim = 8;
+  std::vector<int64_t> pos = {0, 3, 7, 12};
+  std::vector<float> inv = {1.0f, 0.3f, 0.05f, 0.0f};  // a zero frequency = identity dims (proportional RoPE)
+  auto x = randn(T * heads * dim, 4), w = randn(T * heads * dim, 5);
+  auto L = [&](const std::vector<float>& xx) {
+    std::vector<float> y = xx;
+    rope_forward(y.data(), pos.data(), T, heads, dim, inv.data());
+    return dot(y, w);
+  };
+  std::vector<float> dx = w;
+  rope_backward(dx.data(), pos.data(), T, heads, dim, inv.data());
+  check_fd(x, dx, L, 1e-3);
+}
+
+TEST(KernelGrads, GeluTanh) {
+  for (float x : {-3.0f, -1.0f, -0.2f, 0.0f, 0.4f, 1.5f, 4.0f}) {
+    const double fd = (double(gelu_tanh(x + 1e-3f)) - double(gelu_tanh(x - 1e-3f))) / 2e-3;
+    EXPECT_NEAR(gelu_tanh_grad(x), fd, 2e-3) << x;
+  }
+}
+
+TEST(KernelGrads, AttentionWithWindowAndGqa) {
+  for (int64_t window : {int64_t(0), int64_t(3)}) {
+    AttnShape s{4, 2, 4, 0.7f, window};
+    const int64_t C = 6, nq = 16, nkv = 8;
+    auto q = randn(C * nq, 6), k = randn(C * nkv, 7), v = randn(C * nkv, 8), w = randn(C * nq, 9);
+    auto run = [&](const std::vector<float>& qq, const std::vector<float>& kk, const std::vector<float>& vv) {
+      KvSource kv;
+      kv.new_k = kk.data();
+      kv.new_v = vv.data();
+      kv.new_stride = nkv;
+      kv.row = nkv;
+      std::vector<float> out(size_t(C * nq));
+      attention_forward(s, qq.data(), nq, C, 0, kv, out.data(), nq);
+      return dot(out, w);
+    };
+    std::vector<float> dq(q.size()), dk(k.size(), 0.0f), dv(v.size(), 0.0f);
+    attention_backward(s, q.data(), k.data(), v.data(), C, w.data(), dq.data(), dk.data(), dv.data());
+    check_fd(q, dq, [&](const std::vector<float>& x) { return run(x, k, v); }, 1e-3);
+    check_fd(k, dk, [&](const std::vector<float>& x) { return run(q, x, v); }, 1e-3);
+    check_fd(v, dv, [&](const std::vector<float>& x) { return run(q, k, x); }, 1e-3);
+  }
+}
+
+TEST(KernelGrads, LinearBackwardInputAndTn) {
+  const int64_t m = 3, k = 5, n = 4;
+  auto x = randn(m * k, 10), W = randn(n * k, 11), w = randn(m * n, 12);
+  Weight2D wt{"W", DType::F32, W.data(), n, k, {}};
+  auto L = [&](const std::vector<float>& xx) {
+    std::vector<float> y(size_t(m * n));
+    linear(xx.data(), m, wt, y.data());
+    return dot(y, w);
+  };
+  std::vector<float> dx(x.size());
+  linear_backward_input(w.data(), m, wt, dx.data());
+  check_fd(x, dx, L, 1e-3);
+  // dW[n,k] = Σ_t dy[t,n] x[t,k]
+  std::vector<float> dW(W.size(), 0.0f);
+  matmul_tn_acc(w.data(), n, x.data(), k, m, n, k, dW.data(), 1.0f);
+  auto LW = [&](const std::vector<float>& ww) {
+    Weight2D t{"W", DType::F32, ww.data(), n, k, {}};
+    std::vector<float> y(size_t(m * n));
+    linear(x.data(), m, t, y.data());
+    return dot(y, w);
+  };
+  check_fd(W, dW, LW, 1e-3);
+}
