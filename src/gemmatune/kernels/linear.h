@@ -1,6 +1,22 @@
 // Linear layers over frozen weights: y[M,N] = x[M,K] · Wᵀ with W stored [N,K] (nn.Linear layout)
 // in its checkpoint dtype (F32, BF16 or F16). Weights are never expanded to f32 in memory as a
 // whole; activations and accumulation are f32.
+//
+// Paths (chosen by `linear` from m; numbers measured on the 2-core Zen 3 dev VM, see
+// bench/bench_linear.cc):
+//  * decode, m <= kGemvMaxM: a streaming GEMV (linear_gemv.cc) that reads the mapped weight once
+//    (two sequential row streams per thread), converts bf16/f16 -> f32 in registers and FMAs into
+//    f32 accumulators, with software prefetch; rows split statically across the OpenMP threads.
+//    m=1 runs at ~100% of the measured read bandwidth.
+//  * prefill/training, larger m: a blocked AVX2 GEMM (linear_gemm.cc, 6x16 micro-kernel) whose
+//    weight-packing step converts bf16/f16 -> f32 into small cache-resident panels, so the whole
+//    weight is never materialised in f32 and no per-weight state is kept. It matches oneDNN's f32
+//    matmul on pre-converted f32 weights, and beats oneDNN with per-call bf16 -> f32 conversion
+//    (oneDNN 2.6 has no bf16/f16 matmul on AVX2-only CPUs).
+//  * linear_backward_input uses the same GEMM with the weight read untransposed.
+// `Weight2D::packed` is not used: packing (convert + transpose) per call costs ~3% of the GEMM
+// time at m=512 (a whole m=6 call, packing included, takes 3.9 ms vs 100 ms at m=512 for
+// 6912x1152), and not pre-packing keeps one copy of each weight in memory (the mapping).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -32,4 +48,34 @@ void linear(const float* x, int64_t m, const Weight2D& w, float* y, bool accumul
 // dx[m,k] (+)= dy[m,n] · W : the activation gradient through a frozen weight (backward of linear).
 void linear_backward_input(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate = false);
 
+// ---- Individual paths, for tests and benchmarks (the model calls the two functions above). ----
+namespace linear_detail {
+
+// Largest m that `linear` sends to the GEMV path. Measured (1 thread, 6912x1152 bf16 streamed
+// from DRAM, CPU-time GFLOP/s): GEMV ~56 flat for m >= 4; GEMM 19 / 30 / 47 / 59 at m = 4 / 8 /
+// 16 / 24 (its per-call weight packing is amortised over m rows). They cross at m ~ 24.
+inline constexpr int64_t kGemvMaxM = 20;
+
+enum class Path {
+  Auto,       // what linear()/linear_backward_input() use
+  Gemv,       // streaming GEMV (forward only; any m, but meant for small m)
+  Gemm,       // own blocked AVX2 GEMM
+  OneDnn,     // oneDNN f32 matmul on weight panels converted to f32 per call (comparison path)
+  Reference,  // naive scalar loops
+};
+const char* path_name(Path p);
+
+void linear_path(Path p, const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx,
+                 int64_t ldy);
+void linear_backward_input_path(Path p, const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate);
+
+// Building blocks (threads: omp_get_max_threads(), called from outside a parallel region).
+void gemv_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx, int64_t ldy);
+// C[m, nc] (+)= A[m, kr] · B where B[p, j] = W[j, p] (transposed = forward) or W[p, j] (backward).
+void gemm_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx, int64_t ldy);
+void gemm_backward_input(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate);
+void onednn_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx, int64_t ldy);
+void onednn_backward_input(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate);
+
+}  // namespace linear_detail
 }  // namespace gt
