@@ -5,6 +5,7 @@
 #include "gemmatune/cli/commands.h"
 #include "gemmatune/cli/common.h"
 #include "gemmatune/generate/generate.h"
+#include "gemmatune/lora/adapter.h"
 #include "gemmatune/model/plan.h"
 #include "gemmatune/util/error.h"
 
@@ -46,6 +47,8 @@ int run(int argc, char** argv) {
   const int64_t ctx = a.integer("context", 0, "KV cache size in tokens (0 = prompt + max-new-tokens)");
   const bool show_special = a.flag("show-special", "print special tokens in the output");
   const bool no_eos = a.flag("ignore-eos", "do not stop at the model's end-of-sequence tokens");
+  const std::string adapter_dir = a.str("adapter", "", "LoRA adapter folder (PEFT format), applied unmerged");
+  const double adapter_scale = a.real("adapter-scale", 1.0, "multiplier of the adapter's contribution");
   const int threads = threads_option(a);
   if (a.finish()) return 0;
   apply_threads(threads);
@@ -71,6 +74,11 @@ int run(int argc, char** argv) {
   check_fits(plan_memory(model, plan_in), "generate");
   KvCache cache(model, context);
   Decoder dec(model);
+  std::unique_ptr<Adapter> adapter;
+  if (!adapter_dir.empty()) {
+    adapter = std::make_unique<Adapter>(Adapter::load_peft(adapter_dir, model));
+    dec.set_adapter(adapter.get(), float(adapter_scale));
+  }
   GenerateResult r = generate(dec, cache, tok.get(), ids, o, [](const std::string& s) {
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fflush(stdout);
