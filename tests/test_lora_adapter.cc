@@ -32,7 +32,7 @@ const std::vector<std::string> kFixtures = {"gemma3_causal", "gemma3_causal_bf16
                                             "gemma4_dense",  "gemma4_moe",         "gemma4_small"};
 
 std::string fresh_dir(const std::string& name) {
-  std::string d = std::string(::testing::TempDir()) + "/lora_" + name;
+  std::string d = test::scratch("lora_" + name);
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
@@ -280,7 +280,7 @@ TEST(LoraMerge, MergedFolderLoadsWithSameNamesAndDtypes) {
     SCOPED_TRACE(fx);
     Model m = load_model(fx);
     Adapter a = Adapter::load_peft(test::fixture(fx) + "/adapter", m);
-    const std::string out = std::string(::testing::TempDir()) + "/lora_merged_" + fx;
+    const std::string out = test::scratch("lora_merged_" + fx);
     fs::remove_all(out);
     std::vector<std::string> progress;
     MergeSummary s = merge_adapter(m, a, out, 1.0, false, [&](const std::string& p) { progress.push_back(p); });
@@ -347,9 +347,9 @@ TEST(LoraMerge, ScaleZeroReproducesTheBaseAndRefusesBadOutputs) {
 }
 
 TEST(LoraMerge, CommandLine) {
-  const std::string out = std::string(::testing::TempDir()) + "/lora_cli_merged";
+  const std::string out = test::scratch("lora_cli_merged");
   fs::remove_all(out);
-  const std::string log = std::string(::testing::TempDir()) + "/lora_cli_log";
+  const std::string log = test::scratch("lora_cli_log");
   const std::string fx = test::fixture("gemma4_moe");
   std::string cmd = "'" + test::binary() + "' merge --model '" + fx + "/model' --adapter '" + fx + "/adapter' --out '" +
                     out + "' > '" + log + "' 2> '" + log + ".err'";
@@ -416,7 +416,9 @@ TEST(LoraTargets, AdaptableModulesSkipRouterSharedKvAndKeqV) {
     Model m = load_model("gemma4_small");  // layers 4..7 KV-shared
     const auto mods = adaptable_modules(m);
     for (int l = 0; l < 8; ++l) {
-      const std::string p = "model.language_model.layers." + std::to_string(l) + ".self_attn.";
+      std::string p = "model.language_model.layers.";
+      p += std::to_string(l);
+      p += ".self_attn.";
       const bool has_k = std::count(mods.begin(), mods.end(), p + "k_proj") == 1;
       EXPECT_EQ(has_k, l < 4) << l;
       EXPECT_EQ(std::count(mods.begin(), mods.end(), p + "v_proj") == 1, l < 4) << l;

@@ -18,7 +18,7 @@ using json = nlohmann::json;
 namespace {
 
 std::string fresh_dir(const std::string& name) {
-  std::string d = std::string(::testing::TempDir()) + "/load_" + name;
+  std::string d = test::scratch("load_" + name);
   std::system(("rm -rf '" + d + "' && mkdir -p '" + d + "'").c_str());
   return d;
 }

@@ -13,7 +13,7 @@ using namespace gt;
 namespace {
 
 std::string tmp_path(const std::string& name) {
-  return std::string(::testing::TempDir()) + "/" + name;
+  return test::scratch(name);
 }
 
 void write_raw(const std::string& path, const std::string& bytes) {

@@ -24,7 +24,7 @@ using namespace gt;
 
 namespace {
 
-std::string tmp(const std::string& n) { return std::string(::testing::TempDir()) + "/train_" + n; }
+std::string tmp(const std::string& n) { return test::scratch("train_" + n); }
 
 const std::string& tiny_model() {
   static std::string dir = [] {

@@ -1,12 +1,34 @@
 // Shared helpers for tests: paths to the bundled data and golden comparisons.
 #pragma once
+#include <unistd.h>
+
+#include <cstdlib>
 #include <string>
 
 namespace gt::test {
 
-inline std::string data(const std::string& rel) { return std::string(GEMMATUNE_TEST_DATA) + "/" + rel; }
-inline std::string unpacked(const std::string& rel) { return std::string(GEMMATUNE_TEST_DATA_UNPACKED) + "/" + rel; }
+// (built with append: GCC 12 misreports `literal + "/" + s` chains under -O3 as out of bounds)
+inline std::string join(const char* root, const std::string& rel) {
+  std::string p(root);
+  p += '/';
+  p += rel;
+  return p;
+}
+inline std::string data(const std::string& rel) { return join(GEMMATUNE_TEST_DATA, rel); }
+inline std::string unpacked(const std::string& rel) { return join(GEMMATUNE_TEST_DATA_UNPACKED, rel); }
 inline std::string fixture(const std::string& name) { return data("fixtures/" + name); }
 inline std::string binary() { return GEMMATUNE_BINARY; }
+// A scratch path private to this test process (ctest runs test processes in parallel).
+inline std::string scratch(const std::string& name) {
+  static const std::string root = [] {
+    const char* t = std::getenv("TMPDIR");
+    std::string r = t && *t ? t : "/tmp";
+    r += "/gemmatune-test-";
+    r += std::to_string(::getpid());
+    std::system(("mkdir -p '" + r + "'").c_str());
+    return r;
+  }();
+  return join(root.c_str(), name);
+}
 
 }  // namespace gt::test

@@ -79,7 +79,10 @@ const std::vector<Binding>& bindings() {
               },
               [](const TrainOptions& o) {
                 std::string s;
-                for (const auto& p : o.data) s += (s.empty() ? "" : ",") + p;
+                for (const auto& p : o.data) {
+                  if (!s.empty()) s += ',';
+                  s += p;
+                }
                 return s;
               }},
       GT_STR(eval_data, "held-out JSONL for the evaluation loss"),
@@ -164,7 +167,10 @@ void load_train_yaml(const std::string& path, TrainOptions& o) {
     const YAML::Node& v = it->second;
     if (v.IsSequence()) {
       std::string joined;
-      for (const auto& e : v) joined += (joined.empty() ? "" : ",") + e.as<std::string>();
+      for (const auto& e : v) {
+        if (!joined.empty()) joined += ',';
+        joined += e.as<std::string>();
+      }
       o.set(key, joined, origin);
     } else if (v.IsScalar()) {
       o.set(key, v.as<std::string>(), origin);
