@@ -91,12 +91,7 @@ TEST_P(FixtureGolden, AdamWFromGoldenGrads) {
   TensorStore gs = TensorStore::open_file(dir + "/golden.safetensors");
   TensorStore ad = TensorStore::open_file(dir + "/adapter/adapter_model.safetensors");
   const auto& tr = gj.at("train");
-  AdamWConfig c;
-  c.beta1 = tr.at("betas")[0].get<double>();
-  c.beta2 = tr.at("betas")[1].get<double>();
-  c.eps = tr.at("eps").get<double>();
-  c.weight_decay = tr.at("weight_decay").get<double>();
-  AdamW opt(c);
+  AdamW opt(golden_adamw_config(gj));
   std::vector<std::vector<float>> params, grads;
   std::vector<std::string> keys;
   for (const auto& [key, info] : gj.at("lora").at("keys").items()) {

@@ -28,17 +28,11 @@ int run(int argc, char** argv) {
   const bool thinking = a.flag("thinking", "Gemma 4: enable thinking (enable_thinking in the template)");
   GenerateOptions o;
   o.max_new_tokens = a.integer("max-new-tokens", 512, "most tokens per answer");
-  o.sampling.temperature = float(a.real("temperature", 1.0, "sampling temperature (0 = greedy)"));
-  o.sampling.top_k = a.integer("top-k", 64, "keep the k most likely tokens (0 = off)");
-  o.sampling.top_p = float(a.real("top-p", 0.95, "nucleus sampling mass (1 = off)"));
-  o.sampling.min_p = float(a.real("min-p", 0.0, "min-p filter (0 = off)"));
-  o.sampling.seed = uint64_t(a.integer("seed", 0, "random seed"));
-  const bool greedy = a.flag("greedy", "greedy decoding");
+  o.sampling = sampling_options(a);
   const int64_t context = a.integer("context", 4096, "KV cache size in tokens");
   const int threads = threads_option(a);
   if (a.finish()) return 0;
   apply_threads(threads);
-  if (greedy) o.sampling.temperature = 0;
 
   Model model = Model::load(model_dir);
   auto tok = load_model_tokenizer(model_dir);

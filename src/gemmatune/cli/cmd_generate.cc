@@ -35,13 +35,7 @@ int run(int argc, char** argv) {
   const std::string prompt_ids = a.str("prompt-ids", "", "prompt as comma-separated token ids (instead of --prompt)");
   GenerateOptions o;
   o.max_new_tokens = a.integer("max-new-tokens", 128, "most tokens to generate");
-  o.sampling.temperature = float(a.real("temperature", 1.0, "sampling temperature (0 = greedy)"));
-  o.sampling.top_k = a.integer("top-k", 64, "keep the k most likely tokens (0 = off)");
-  o.sampling.top_p = float(a.real("top-p", 0.95, "nucleus sampling mass (1 = off)"));
-  o.sampling.min_p = float(a.real("min-p", 0.0, "drop tokens below min-p x the top probability (0 = off)"));
-  o.sampling.repetition_penalty = float(a.real("repetition-penalty", 1.0, "penalty for tokens already seen (1 = off)"));
-  o.sampling.seed = uint64_t(a.integer("seed", 0, "random seed"));
-  const bool greedy = a.flag("greedy", "greedy decoding (same as --temperature 0)");
+  o.sampling = sampling_options(a);
   o.stop_strings = a.all("stop", "stop when the text contains this string (repeatable)");
   o.prefill_chunk = a.integer("prefill-chunk", 512, "prompt tokens per forward pass during prefill");
   const int64_t ctx = a.integer("context", 0, "KV cache size in tokens (0 = prompt + max-new-tokens)");
@@ -52,7 +46,6 @@ int run(int argc, char** argv) {
   const int threads = threads_option(a);
   if (a.finish()) return 0;
   apply_threads(threads);
-  if (greedy) o.sampling.temperature = 0.0f;
   o.skip_special_tokens = !show_special;
 
   Model model = Model::load(model_dir);

@@ -17,6 +17,18 @@ void apply_threads(int n) {
   if (n > 0) omp_set_num_threads(n);
 }
 
+SamplingParams sampling_options(Args& a) {
+  SamplingParams p;
+  p.temperature = float(a.real("temperature", 1.0, "sampling temperature (0 = greedy)"));
+  p.top_k = a.integer("top-k", 64, "keep the k most likely tokens (0 = off)");
+  p.top_p = float(a.real("top-p", 0.95, "nucleus sampling mass (1 = off)"));
+  p.min_p = float(a.real("min-p", 0.0, "drop tokens below min-p x the top probability (0 = off)"));
+  p.repetition_penalty = float(a.real("repetition-penalty", 1.0, "penalty for tokens already seen (1 = off)"));
+  p.seed = uint64_t(a.integer("seed", 0, "random seed"));
+  if (a.flag("greedy", "greedy decoding (same as --temperature 0)")) p.temperature = 0.0f;
+  return p;
+}
+
 std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_dir) {
   const std::string p = model_dir + "/tokenizer.json";
   if (!file_exists(p)) return nullptr;

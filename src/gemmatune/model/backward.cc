@@ -17,11 +17,6 @@
 namespace gt {
 
 namespace {
-template <class T>
-T* sized(std::vector<T>& v, int64_t n) {
-  if (int64_t(v.size()) < n) v.resize(size_t(n));
-  return v.data();
-}
 constexpr int64_t kLossRows = 32;  // logits rows materialised at once: 32 x 262144 floats = 32 MiB
 }  // namespace
 

@@ -9,16 +9,12 @@
 #include "gemmatune/kernels/rmsnorm.h"
 #include "gemmatune/kernels/rope.h"
 #include "gemmatune/lora/adapter.h"
+#include "gemmatune/util/buffer.h"
 #include "gemmatune/util/error.h"
 
 namespace gt {
 
 namespace {
-template <class T>
-T* sized(std::vector<T>& v, int64_t n) {
-  if (int64_t(v.size()) < n) v.resize(size_t(n));
-  return v.data();
-}
 
 void add_inplace(float* y, const float* x, int64_t n) {
 #pragma omp simd

@@ -145,12 +145,7 @@ GoldenResult compute_golden(const std::string& dir, const std::vector<std::strin
       out.tensors["loss"] = {{1}, {float(lr.sum / double(lr.tokens))}, {}, false};
       out.tensors["base_loss"] = {{1}, {float(base.sum / double(base.tokens))}, {}, false};
       const auto& tr = gj.at("train");
-      AdamWConfig ac;
-      ac.beta1 = tr.at("betas")[0].get<double>();
-      ac.beta2 = tr.at("betas")[1].get<double>();
-      ac.eps = tr.at("eps").get<double>();
-      ac.weight_decay = tr.at("weight_decay").get<double>();
-      AdamW opt(ac);
+      AdamW opt(golden_adamw_config(gj));
       std::vector<std::vector<float>*> params;
       for (auto& mod : ad.modules) {
         params.push_back(&mod.A);
@@ -181,6 +176,16 @@ GoldenResult compute_golden(const std::string& dir, const std::vector<std::strin
     }
   }
   return out;
+}
+
+AdamWConfig golden_adamw_config(const nlohmann::json& gj) {
+  const auto& tr = gj.at("train");
+  AdamWConfig c;
+  c.beta1 = tr.at("betas")[0].get<double>();
+  c.beta2 = tr.at("betas")[1].get<double>();
+  c.eps = tr.at("eps").get<double>();
+  c.weight_decay = tr.at("weight_decay").get<double>();
+  return c;
 }
 
 void write_golden(const std::string& path, const GoldenResult& r) {

@@ -2,6 +2,7 @@
 // the real commands use, under the names the fixture's golden.safetensors uses.
 #pragma once
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -20,5 +21,9 @@ struct GoldenResult {
 // parts: any of forward, decode, greedy, lora, train, merge.
 GoldenResult compute_golden(const std::string& fixture_dir, const std::vector<std::string>& parts);
 void write_golden(const std::string& path, const GoldenResult& r);
+
+struct AdamWConfig;
+// The optimizer settings of a fixture's golden.json "train" section (betas, eps, weight_decay).
+AdamWConfig golden_adamw_config(const nlohmann::json& golden_json);
 
 }  // namespace gt
