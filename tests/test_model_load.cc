@@ -25,8 +25,7 @@ std::string fresh_dir(const std::string& name) {
 
 // Copies a fixture model, letting `edit` change the tensor list and config before writing.
 std::string mutated(const std::string& fixture, const std::string& name,
-                    const std::function<void(std::vector<TensorOut>&, json&)>& edit,
-                    std::vector<std::vector<uint8_t>>* keep) {
+                    const std::function<void(std::vector<TensorOut>&, json&)>& edit) {
   const std::string src = test::fixture(fixture) + "/model";
   TensorStore s = TensorStore::open_folder(src);
   std::vector<TensorOut> ts;
@@ -39,7 +38,6 @@ std::string mutated(const std::string& fixture, const std::string& name,
   std::string d = fresh_dir(name);
   write_safetensors(d + "/model.safetensors", ts);
   write_file_atomic(d + "/config.json", cfg.dump());
-  (void)keep;
   return d;
 }
 
@@ -137,7 +135,7 @@ TEST(Config, KvSharingDonors) {
 }
 
 TEST(LoadErrors, MissingTensorNamesIt) {
-  auto d = mutated("gemma3_causal", "missing", [](auto& ts, auto&) { erase_tensor(ts, "model.layers.3.mlp.up_proj.weight"); }, nullptr);
+  auto d = mutated("gemma3_causal", "missing", [](auto& ts, auto&) { erase_tensor(ts, "model.layers.3.mlp.up_proj.weight"); });
   std::string e = load_error(d);
   EXPECT_NE(e.find("missing tensor 'model.layers.3.mlp.up_proj.weight'"), std::string::npos) << e;
 }
@@ -147,7 +145,7 @@ TEST(LoadErrors, MisshapenTensorNamesShapes) {
   auto d = mutated("gemma3_causal", "shape", [&](auto& ts, auto&) {
     for (auto& t : ts)
       if (t.name == "model.layers.2.mlp.gate_proj.weight") t = tensor_out_f32(t.name, {95, 64}, bad);
-  }, nullptr);
+  });
   std::string e = load_error(d);
   EXPECT_NE(e.find("model.layers.2.mlp.gate_proj.weight"), std::string::npos) << e;
   EXPECT_NE(e.find("[95, 64]"), std::string::npos) << e;
@@ -159,25 +157,25 @@ TEST(LoadErrors, UnexpectedDtype) {
   auto d = mutated("gemma3_causal", "dtype", [&](auto& ts, auto&) {
     for (auto& t : ts)
       if (t.name == "model.layers.0.self_attn.q_proj.weight") t = tensor_out_i32(t.name, {96, 64}, ints);
-  }, nullptr);
+  });
   std::string e = load_error(d);
   EXPECT_NE(e.find("dtype I32"), std::string::npos) << e;
   EXPECT_NE(e.find("q_proj"), std::string::npos) << e;
 }
 
 TEST(LoadErrors, UnsupportedArchitecture) {
-  auto d = mutated("gemma3_causal", "arch", [](auto&, json& cfg) { cfg["architectures"] = {"LlamaForCausalLM"}; }, nullptr);
+  auto d = mutated("gemma3_causal", "arch", [](auto&, json& cfg) { cfg["architectures"] = {"LlamaForCausalLM"}; });
   std::string e = load_error(d);
   EXPECT_NE(e.find("unsupported architecture \"LlamaForCausalLM\""), std::string::npos) << e;
   EXPECT_NE(e.find("config.json"), std::string::npos) << e;
 }
 
 TEST(LoadErrors, BadConfigValues) {
-  auto d = mutated("gemma3_causal", "cfgtype", [](auto&, json& cfg) { cfg["hidden_size"] = "sixty-four"; }, nullptr);
+  auto d = mutated("gemma3_causal", "cfgtype", [](auto&, json& cfg) { cfg["hidden_size"] = "sixty-four"; });
   EXPECT_NE(load_error(d).find("\"hidden_size\" must be a number"), std::string::npos);
-  d = mutated("gemma3_causal", "cfgheads", [](auto&, json& cfg) { cfg["num_key_value_heads"] = 3; }, nullptr);
+  d = mutated("gemma3_causal", "cfgheads", [](auto&, json& cfg) { cfg["num_key_value_heads"] = 3; });
   EXPECT_NE(load_error(d).find("not a multiple"), std::string::npos) << load_error(d);
-  d = mutated("gemma3_causal", "cfgrope", [](auto&, json& cfg) { cfg["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; }, nullptr);
+  d = mutated("gemma3_causal", "cfgrope", [](auto&, json& cfg) { cfg["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; });
   EXPECT_NE(load_error(d).find("yarn"), std::string::npos) << load_error(d);
 }
 
@@ -202,12 +200,12 @@ TEST(LoadErrors, SharedLayersIgnoreTheirUnusedKv) {
     for (int l = 4; l < 8; ++l)
       for (const char* n : {"k_proj.weight", "v_proj.weight", "k_norm.weight"})
         erase_tensor(ts, "model.language_model.layers." + std::to_string(l) + ".self_attn." + n);
-  }, nullptr);
+  });
   EXPECT_EQ(load_error(d), "");
   EXPECT_EQ(load_error(test::fixture("gemma4_small") + "/model"), "");
 }
 
 TEST(LoadErrors, UntiedHeadMustExist) {
-  auto d = mutated("gemma3_causal", "untied", [](auto&, json& cfg) { cfg["tie_word_embeddings"] = false; }, nullptr);
+  auto d = mutated("gemma3_causal", "untied", [](auto&, json& cfg) { cfg["tie_word_embeddings"] = false; });
   EXPECT_NE(load_error(d).find("no lm_head.weight"), std::string::npos) << load_error(d);
 }

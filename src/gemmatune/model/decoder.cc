@@ -192,7 +192,7 @@ void Decoder::attention_block(int64_t li, const std::vector<SeqChunk>& chunks, i
   add_inplace(h_.data(), o, T * H);
 }
 
-void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, bool train, float* out) {
+void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, float* out) {
   const auto& c = m_.config();
   const LayerWeights& lw = m_.weights().layers[size_t(li)];
   const int64_t H = c.hidden_size, E = c.num_experts, K = c.top_k_experts, Im = c.moe_intermediate_size;
@@ -275,7 +275,6 @@ void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, bool train, float* 
       for (int64_t j = 0; j < H; ++j) dst[j] += wgt * src[j];
     }
   }
-  (void)train;
 }
 
 void Decoder::mlp_block(int64_t li, int64_t T, LayerActs& A, bool train) {
@@ -300,7 +299,7 @@ void Decoder::mlp_block(int64_t li, int64_t T, LayerActs& A, bool train) {
     float* f1 = sized(A.f1, T * H);
     rmsnorm_forward(f0, lw.post_ff_norm_1.data(), f1, T, H, eps, sized(A.rs_f0, T));
     float* moe = sized(A.moe, T * H);
-    moe_block(li, T, A, train, moe);
+    moe_block(li, T, A, moe);
     rmsnorm_forward(moe, lw.post_ff_norm_2.data(), f, T, H, eps, sized(A.rs_moe, T));
     add_inplace(f, f1, T * H);
   } else {

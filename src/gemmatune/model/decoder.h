@@ -93,7 +93,7 @@ class Decoder {
   void layer_forward(int64_t li, const std::vector<SeqChunk>& chunks, int64_t T, LayerActs& A, bool train);
   void attention_block(int64_t li, const std::vector<SeqChunk>& chunks, int64_t T, LayerActs& A, bool train);
   void mlp_block(int64_t li, int64_t T, LayerActs& A, bool train);
-  void moe_block(int64_t li, int64_t T, LayerActs& A, bool train, float* out);
+  void moe_block(int64_t li, int64_t T, LayerActs& A, float* out);
   void ple_inputs(int64_t T);
   void final_rows(LogitsFor mode, const std::vector<SeqChunk>& chunks, int64_t T, float* x, int64_t& rows);
   // y = x·Wᵀ (+ scale·(x·Aᵀ)·Bᵀ when adapted); keeps x·Aᵀ in `lt` when non-null.

@@ -1,6 +1,5 @@
 #include "gemmatune/tools/golden.h"
 
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -14,7 +13,6 @@
 #include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
 
-#include <unistd.h>
 
 namespace gt {
 

@@ -299,10 +299,7 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
     std::vector<Batch> micro;
     int64_t trained = 0;
     for (int64_t a = 0; a < o.grad_accum; ++a) {
-      if (!loader.next(batch)) {
-        loader.seek(Cursor{loader.cursor().epoch + 1, 0});
-        if (!loader.next(batch)) fail("train: the data loader produced no batch");
-      }
+      if (!loader.next(batch)) fail("train: the data loader produced no batch");  // it runs without an epoch limit
       trained += batch.trained();
       micro.push_back(batch);
     }
@@ -336,7 +333,7 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
     st.tokens_seen += double(toks);
     tokens_run += double(toks);
     const double dt = now() - t0;
-    if (sum.first_loss == 0) sum.first_loss = loss;
+    if (steps_run == 1) sum.first_loss = loss;
     sum.last_loss = loss;
     loss_hist.push_back({st.step, loss});
     const double tps = tokens_run / (now() - t_start);
