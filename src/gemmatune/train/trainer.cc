@@ -280,8 +280,14 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
   int64_t steps_run = 0;
   std::vector<double> prev_norm_b(adapter.modules.size(), 0.0);
 
+  // Batches come from the Prefetcher's thread, ahead of the model; the checkpoint records the
+  // cursor after the last batch consumed (the loader itself is further ahead).
+  Cursor consumed = loader.cursor();
+  Prefetcher prefetch(loader, 4);
   auto checkpoint = [&]() {
-    st.data_cursor = loader.save();
+    BatchLoader at(*train_data.set, lo);
+    at.seek(consumed);
+    st.data_cursor = at.save();
     nlohmann::json lh = nlohmann::json::array(), eh = nlohmann::json::array();
     for (const auto& [s, l] : loss_hist) lh.push_back({s, l});
     for (const auto& [s, l] : eval_hist) eh.push_back({s, l});
@@ -299,7 +305,8 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
     std::vector<Batch> micro;
     int64_t trained = 0;
     for (int64_t a = 0; a < o.grad_accum; ++a) {
-      if (!loader.next(batch)) fail("train: the data loader produced no batch");  // it runs without an epoch limit
+      if (!prefetch.next(batch)) fail("train: the data loader produced no batch");  // it runs without an epoch limit
+      consumed = batch.next;
       trained += batch.trained();
       micro.push_back(batch);
     }
@@ -357,7 +364,7 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
       }
       nlohmann::json line = {{"step", st.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
                              {"trained_tokens", trained}, {"tokens", toks}, {"step_seconds", dt}, {"tokens_per_s", tps},
-                             {"epoch", loader.cursor().epoch}, {"modules", mod}};
+                             {"epoch", consumed.epoch}, {"modules", mod}};
       std::fprintf(metrics, "%s\n", line.dump().c_str());
       std::fflush(metrics);
       std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.3g | grad %.3g | %.0f tok/s | ETA %s%s", tty ? "\r" : "",
