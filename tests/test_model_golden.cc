@@ -4,6 +4,7 @@
 #include "gemmatune/io/safetensors.h"
 #include "gemmatune/tools/golden.h"
 #include "gemmatune/train/adamw.h"
+#include "gemmatune/util/fs.h"
 #include "golden_compare.h"
 #include "test_util.h"
 
@@ -110,4 +111,36 @@ TEST_P(FixtureGolden, AdamWFromGoldenGrads) {
     for (size_t j = 0; j < want.size(); ++j) d = std::max(d, std::fabs(double(want[j]) - double(params[i][j])));
     EXPECT_LE(d, atol) << keys[i];
   }
+}
+
+// `golden --adapter DIR --adapter-scale S`: the lora part with scale 0 is the base model's forward,
+// an adapter folder given by path is used instead of the fixture's, and a wrong path is an error.
+TEST(GoldenCli, AdapterAndScaleFlags) {
+  const std::string dir = test::fixture("gemma3_causal");
+  auto gj = test::golden_json(dir);
+  TensorStore gs = TensorStore::open_file(dir + "/golden.safetensors");
+  const double atol = test::tolerance(gj, "logits_atol");
+  const std::string out0 = test::scratch("golden_scale0.safetensors"), out1 = test::scratch("golden_path.safetensors");
+  const std::string log = test::scratch("golden_cli.log");
+  auto golden = [&](const std::string& args, const std::string& out) {
+    std::string cmd = "'";  // built with append (GCC 12 -O3 misreports long + chains)
+    cmd.append(test::binary()).append("' golden '").append(dir).append("' --parts lora --out '").append(out);
+    cmd.append("' ").append(args).append(" >'").append(log).append("' 2>&1");
+    return std::system(cmd.c_str());
+  };
+  ASSERT_EQ(golden("--adapter-scale 0", out0), 0) << read_file(log);
+  TensorStore s0 = TensorStore::open_file(out0);
+  GoldenResult::Tensor base;
+  base.shape = s0.get("lora_logits").shape;
+  base.f32 = s0.get("lora_logits").to_floats();
+  EXPECT_LE(test::max_abs_diff(gs, "logits", base), atol);  // no adapter contribution
+  EXPECT_GT(test::max_abs_diff(gs, "lora_logits", base), atol);  // ... which the fixture's adapter changes
+  ASSERT_EQ(golden("--adapter '" + dir + "/adapter'", out1), 0) << read_file(log);
+  TensorStore s1 = TensorStore::open_file(out1);
+  GoldenResult::Tensor lora;
+  lora.shape = s1.get("lora_logits").shape;
+  lora.f32 = s1.get("lora_logits").to_floats();
+  EXPECT_LE(test::max_abs_diff(gs, "lora_logits", lora), atol);
+  EXPECT_NE(golden("--adapter '" + dir + "/no_such_adapter'", out1), 0);
+  EXPECT_NE(read_file(log).find("no_such_adapter"), std::string::npos) << read_file(log);
 }

@@ -6,12 +6,15 @@
 #include <cstring>
 
 #include "gemmatune/kernels/attention.h"
+#include "gemmatune/kernels/dropout.h"
 #include "gemmatune/kernels/gelu.h"
 #include "gemmatune/kernels/matmul_tn.h"
+#include "gemmatune/kernels/moe_balance.h"
 #include "gemmatune/kernels/rmsnorm.h"
 #include "gemmatune/kernels/rope.h"
 #include "gemmatune/lora/adapter.h"
 #include "gemmatune/model/decoder.h"
+#include "gemmatune/util/buffer.h"
 #include "gemmatune/util/error.h"
 
 namespace gt {
@@ -32,10 +35,24 @@ void Decoder::project_backward(const Weight2D& w, const LoraModule* lm, const fl
   linear_backward_input(dy, T, B, u.data());                              // u = dy·B  [T, r]
   // dB[o, k] += s Σ_t dy[t, o] lt[t, k]
   matmul_tn_acc(dy, lm->out, lt, r, T, lm->out, r, grads[size_t(2 * mi + 1)].data(), s);
-  // dA[k, i] += s Σ_t u[t, k] x[t, i]
+  // LoRA dropout: the adapter saw xd = dropout(x) (the same mask, regenerated from the seed).
+  const bool drop = dropout_p_ > 0;
+  if (drop) {
+    float* xd = sized(drop_x_, T * lm->in);
+    dropout_apply(x, xd, T, lm->in, dropout_p_, dropout_seed_, uint64_t(mi));
+    x = xd;
+  }
+  // dA[k, i] += s Σ_t u[t, k] xd[t, i]
   matmul_tn_acc(u.data(), r, x, lm->in, T, r, lm->in, grads[size_t(2 * mi)].data(), s);
   for (auto& v : u) v *= s;
-  linear_backward_input(u.data(), T, A, dx, true);  // dx += s·u·A
+  if (!drop) {
+    linear_backward_input(u.data(), T, A, dx, true);  // dx += s·u·A
+    return;
+  }
+  float* d = sized(drop_dx_, T * lm->in);  // dx += dropout(s·u·A)
+  linear_backward_input(u.data(), T, A, d);
+  dropout_apply(d, d, T, lm->in, dropout_p_, dropout_seed_, uint64_t(mi));
+  for (int64_t i = 0; i < T * lm->in; ++i) dx[i] += d[i];
 }
 
 void Decoder::moe_backward(int64_t li, int64_t T, LayerActs& A, const float* dmoe, float* dh_mid,
@@ -138,6 +155,12 @@ void Decoder::moe_backward(int64_t li, int64_t T, LayerActs& A, const float* dmo
   }
   rmsnorm_backward(A.h_mid.data(), lw.pre_ff_norm_2.data(), dx2.data(), A.rs_x2.data(), dh_mid, T, H, true);
   // Router (frozen, but differentiable in its input): w_k = p[e_k] / Σ_j p[e_j] · pes[e_k].
+  // The load-balance loss adds its own dL/dprobs.
+  std::vector<float> daux;
+  if (aux_weight_ > 0) {
+    daux.assign(size_t(T * E), 0.0f);
+    moe_balance_backward(A.aux_coef, E, aux_rows_, aux_scale_, daux.data());
+  }
   std::vector<float> dlog(static_cast<size_t>(T * E), 0.0f);
   for (int64_t t = 0; t < T; ++t) {
     const float* p = &A.probs[size_t(t * E)];
@@ -153,6 +176,8 @@ void Decoder::moe_backward(int64_t li, int64_t T, LayerActs& A, const float* dmo
       dp[size_t(e)] += double(dw[size_t(t * K + k)]) * lw.per_expert_scale[size_t(e)] / S;
     }
     for (int64_t k = 0; k < K; ++k) dp[size_t(A.topk[size_t(t * K + k)])] -= cross / (S * S);
+    if (!daux.empty())
+      for (int64_t e = 0; e < E; ++e) dp[size_t(e)] += daux[size_t(t * E + e)];
     double pdp = 0;
     for (int64_t e = 0; e < E; ++e) pdp += p[e] * dp[size_t(e)];
     for (int64_t e = 0; e < E; ++e) dlog[size_t(t * E + e)] = float(p[e] * (dp[size_t(e)] - pdp));
@@ -333,11 +358,46 @@ Decoder::LossResult Decoder::loss(const std::vector<SeqChunk>& chunks, const std
 }
 
 Decoder::LossResult Decoder::forward_backward(const std::vector<SeqChunk>& chunks, const std::vector<uint8_t>& loss_mask,
-                                              std::vector<std::vector<float>>& grads, double loss_norm, bool checkpointing) {
+                                              std::vector<std::vector<float>>& grads, double loss_norm, bool checkpointing,
+                                              const TrainExtras* extras) {
   GT_CHECK(adapter_ != nullptr, "forward_backward: no adapter set (LoRA parameters are the only trainable tensors)");
   for (const auto& ch : chunks) GT_CHECK(ch.cache == nullptr, "forward_backward: training chunks must not use a KV cache");
   const auto& c = m_.config();
   const int64_t L = c.num_layers, H = c.hidden_size;
+  // Training extras live only for this call (cleared however it ends).
+  struct Clear {
+    Decoder& d;
+    ~Clear() {
+      d.dropout_p_ = 0;
+      d.aux_weight_ = 0;
+    }
+  } clear{*this};
+  aux_sum_ = 0;
+  if (extras) {
+    dropout_p_ = adapter_->config.dropout;
+    dropout_seed_ = extras->dropout_seed;
+    if (extras->moe_aux_weight > 0 && c.enable_moe_block) {
+      int64_t moe_layers = 0;
+      for (const auto& s : m_.specs()) moe_layers += s.moe ? 1 : 0;
+      aux_weight_ = extras->moe_aux_weight / double(std::max<int64_t>(moe_layers, 1));
+      aux_scale_ = extras->moe_aux_scale;
+      aux_rows_.assign(1, 0);
+      if (extras->row_chunks.empty()) {
+        for (const auto& ch : chunks) aux_rows_.push_back(aux_rows_.back() + ch.n);
+      } else {
+        size_t ci = 0;
+        for (int64_t n : extras->row_chunks) {
+          int64_t tok = 0;
+          for (int64_t j = 0; j < n; ++j, ++ci) {
+            GT_CHECK(ci < chunks.size(), "forward_backward: row_chunks counts more chunks than the ", chunks.size(), " given");
+            tok += chunks[ci].n;
+          }
+          aux_rows_.push_back(aux_rows_.back() + tok);
+        }
+        GT_CHECK(ci == chunks.size(), "forward_backward: row_chunks counts ", ci, " chunks, ", chunks.size(), " given");
+      }
+    }
+  }
   if (grads.size() != 2 * adapter_->modules.size()) {
     grads.assign(2 * adapter_->modules.size(), {});
     for (size_t i = 0; i < adapter_->modules.size(); ++i) {
@@ -379,6 +439,7 @@ Decoder::LossResult Decoder::forward_backward(const std::vector<SeqChunk>& chunk
   }
   kv_grad_k_.clear();
   kv_grad_v_.clear();
+  res.aux = aux_sum_;
   return res;
 }
 

@@ -5,7 +5,9 @@
 #include <cstring>
 
 #include "gemmatune/kernels/attention.h"
+#include "gemmatune/kernels/dropout.h"
 #include "gemmatune/kernels/gelu.h"
+#include "gemmatune/kernels/moe_balance.h"
 #include "gemmatune/kernels/rmsnorm.h"
 #include "gemmatune/kernels/rope.h"
 #include "gemmatune/lora/adapter.h"
@@ -63,6 +65,11 @@ void Decoder::project(const Weight2D& w, const LoraModule* lm, const float* x, i
   const Weight2D B{"lora_B", DType::F32, lm->B.data(), lm->out, lm->r, {}};
   std::vector<float> local;
   float* t = lt ? sized(*lt, T * lm->r) : sized(local, T * lm->r);
+  if (lt && dropout_p_ > 0) {  // training: lora_B(lora_A(dropout(x))), the base path sees x
+    float* xd = sized(drop_x_, T * lm->in);
+    dropout_apply(x, xd, T, lm->in, dropout_p_, dropout_seed_, uint64_t(module_index(lm)));
+    x = xd;
+  }
   linear(x, T, A, t);
   std::vector<float> ts(size_t(T * lm->r));
   const float s = lm->scaling * adapter_scale_;
@@ -300,6 +307,11 @@ void Decoder::mlp_block(int64_t li, int64_t T, LayerActs& A, bool train) {
     rmsnorm_forward(f0, lw.post_ff_norm_1.data(), f1, T, H, eps, sized(A.rs_f0, T));
     float* moe = sized(A.moe, T * H);
     moe_block(li, T, A, moe);
+    if (train && aux_weight_ > 0) {
+      const double v = moe_balance_forward(A.probs.data(), A.topk.data(), c.num_experts, c.top_k_experts, aux_rows_,
+                                           aux_weight_, A.aux_coef);
+      if (!recomputing_) aux_sum_ += aux_scale_ * v;
+    }
     rmsnorm_forward(moe, lw.post_ff_norm_2.data(), f, T, H, eps, sized(A.rs_moe, T));
     add_inplace(f, f1, T * H);
   } else {

@@ -23,6 +23,22 @@ struct SeqChunk {
 
 enum class LogitsFor { All, Last, None };
 
+// What forward_backward adds for training beyond the cross-entropy.
+struct TrainExtras {
+  // LoRA dropout (the adapter config's lora_dropout, on the input of every adapted Linear, as
+  // PEFT does): the masks are drawn from this seed, so a step is reproducible and a recomputed
+  // layer (gradient checkpointing) sees the same masks.
+  uint64_t dropout_seed = 0;
+  // MoE load-balance loss (MaxText's definition, kernels/moe_balance.h), meaned over the MoE
+  // layers and added to the objective times moe_aux_scale (1/grad_accum: each micro-batch adds
+  // its share). 0 = off.
+  double moe_aux_weight = 0;
+  double moe_aux_scale = 1;
+  // Chunks per batch row, in order (a packed row is several chunks but one row of the loss);
+  // empty: every chunk is a row.
+  std::vector<int64_t> row_chunks;
+};
+
 // What one layer's forward leaves for its backward (all [T, ...] row-major, f32).
 struct LayerActs {
   std::vector<float> h_in;              // residual stream entering the layer
@@ -48,6 +64,7 @@ struct LayerActs {
   std::vector<float> x2, rs_x2;         // pre_feedforward_layernorm_2 output, 1/rms
   std::vector<float> moe, rs_moe;       // experts' weighted sum, post_feedforward_layernorm_2 1/rms
   std::vector<float> f1;                // post_feedforward_layernorm_1 output (MoE)
+  std::vector<double> aux_coef;         // load-balance loss: dLoss/dP[row, expert]
 };
 
 class Decoder {
@@ -71,12 +88,17 @@ class Decoder {
   // `loss_weight` scales the loss normalisation: the loss is sum(CE)/normaliser with
   // normaliser = loss_norm (> 0) or the number of scored tokens (loss_norm = 0).
   // Returns the summed cross-entropy (not divided) and the number of scored tokens.
+  // With `extras`: LoRA dropout when the adapter has lora_dropout > 0, and the MoE load-balance
+  // loss when extras->moe_aux_weight > 0 (its value, already scaled, in LossResult::aux; its
+  // gradient flows through the router softmax into the residual stream).
   struct LossResult {
     double sum = 0;
     int64_t tokens = 0;
+    double aux = 0;
   };
   LossResult forward_backward(const std::vector<SeqChunk>& chunks, const std::vector<uint8_t>& loss_mask,
-                              std::vector<std::vector<float>>& grads, double loss_norm = 0, bool checkpointing = false);
+                              std::vector<std::vector<float>>& grads, double loss_norm = 0, bool checkpointing = false,
+                              const TrainExtras* extras = nullptr);
   // Loss only (no backward), same definition.
   LossResult loss(const std::vector<SeqChunk>& chunks, const std::vector<uint8_t>& loss_mask);
 
@@ -124,6 +146,12 @@ class Decoder {
   std::vector<LayerActs> acts_;  // training: one per layer
   std::vector<std::vector<float>> kv_grad_k_, kv_grad_v_;  // backward: dL/dK, dL/dV per K/V-owning layer
   bool recomputing_ = false;     // gradient checkpointing re-runs a layer: do not count routing twice
+  // Training extras of the forward_backward in progress (forward_backward sets and clears them).
+  double dropout_p_ = 0;
+  uint64_t dropout_seed_ = 0;
+  double aux_weight_ = 0, aux_scale_ = 1, aux_sum_ = 0;  // aux_weight_ already divided by the MoE layer count
+  std::vector<int64_t> aux_rows_;                        // token offsets of the batch rows
+  std::vector<float> drop_x_, drop_dx_;
   // Per-layer K/V of the current chunk (also read by KV-shared layers).
   std::vector<std::vector<float>> new_k_, new_v_;
 };

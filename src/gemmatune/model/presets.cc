@@ -16,7 +16,7 @@ namespace gt {
 using json = nlohmann::json;
 
 std::vector<std::string> preset_names() {
-  return {"tiny", "gemma3-270m", "gemma3-1b", "gemma3-4b", "gemma4-tiny", "gemma4-e2b", "gemma4-e4b", "gemma4-26b-a4b", "gemma4-31b"};
+  return {"tiny", "gemma3-270m", "gemma3-1b", "gemma3-4b", "gemma4-tiny", "gemma4-tiny-moe", "gemma4-e2b", "gemma4-e4b", "gemma4-26b-a4b", "gemma4-31b"};
 }
 
 namespace {
@@ -128,6 +128,7 @@ json preset_config(const std::string& name, int64_t layers, int64_t vocab) {
   else if (name == "gemma3-1b") j = gemma3(26, 1152, 6912, 4, 1, 256, 512, 256, 262144, false);
   else if (name == "gemma3-4b") j = gemma3(34, 2560, 10240, 8, 4, 256, 1024, 256, 262208, true);
   else if (name == "gemma4-tiny") j = gemma4(6, 64, 128, 2, 1, 16, 0, false, 2, true, 16, 0, 0, 0, 3, 32, 64);
+  else if (name == "gemma4-tiny-moe") j = gemma4(4, 64, 128, 2, 1, 16, 1, true, 0, false, 0, 8, 2, 32, 2, 32, 64);
   else if (name == "gemma4-e2b") { j = gemma4(35, 1536, 6144, 8, 1, 512, 0, false, 20, true, 256, 0, 0, 0, 5); pattern = 5; }
   else if (name == "gemma4-e4b") j = gemma4(42, 2560, 10240, 8, 2, 512, 0, false, 18, false, 256, 0, 0, 0, 6);
   else if (name == "gemma4-26b-a4b") j = gemma4(30, 2816, 2112, 16, 8, 1024, 2, true, 0, false, 0, 128, 8, 704, 6);
@@ -138,6 +139,7 @@ json preset_config(const std::string& name, int64_t layers, int64_t vocab) {
     fail("unknown preset '", name, "'; available:", all);
   }
   if (name == "gemma4-tiny") pattern = 3;
+  if (name == "gemma4-tiny-moe") pattern = 2;
   if (layers > 0) override_layers(j, layers, pattern);
   if (vocab > 0) {
     json& t = j.contains("text_config") ? j["text_config"] : j;
@@ -260,7 +262,7 @@ int64_t init_model(const InitOptions& o) {
   // Matrices: N(0, 0.02²) as transformers initialises them. The tiny presets' embedding is wider
   // (std 0.5): with hidden 64 and a frozen tied head at 0.02 no logit could exceed ~1.3, so a LoRA
   // run (the demo) could never fit its data.
-  const bool tiny = o.preset == "tiny" || o.preset == "gemma4-tiny";
+  const bool tiny = o.preset == "tiny" || o.preset == "gemma4-tiny" || o.preset == "gemma4-tiny-moe";
   const float std_dev = 0.02f;
   write_file_atomic(o.out_dir + "/model.safetensors", [&](std::FILE* f) {
     uint64_t hl = h.size();

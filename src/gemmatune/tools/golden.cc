@@ -37,7 +37,7 @@ IdMatrix read_ids(const TensorStore& g, const std::string& name) {
 
 }  // namespace
 
-GoldenResult compute_golden(const std::string& dir, const std::vector<std::string>& parts) {
+GoldenResult compute_golden(const std::string& dir, const std::vector<std::string>& parts, const GoldenOptions& opt) {
   const std::string gj_path = dir + "/golden.json";
   nlohmann::json gj;
   try {
@@ -55,7 +55,8 @@ GoldenResult compute_golden(const std::string& dir, const std::vector<std::strin
 
   std::unique_ptr<Adapter> adapter_;
   auto adapter = [&]() -> Adapter& {
-    if (!adapter_) adapter_ = std::make_unique<Adapter>(Adapter::load_peft(dir + "/adapter", model));
+    if (!adapter_)
+      adapter_ = std::make_unique<Adapter>(Adapter::load_peft(opt.adapter_dir.empty() ? dir + "/adapter" : opt.adapter_dir, model));
     return *adapter_;
   };
   auto greedy = [&](Decoder& d, const char* ids_name, const char* logits_name) {
@@ -116,7 +117,7 @@ GoldenResult compute_golden(const std::string& dir, const std::vector<std::strin
     } else if (part == "greedy") {
       greedy(dec, "greedy_ids", "greedy_logits");
     } else if (part == "lora") {
-      dec.set_adapter(&adapter());
+      dec.set_adapter(&adapter(), float(opt.adapter_scale));
       {
         std::vector<SeqChunk> chunks;
         for (int64_t b = 0; b < B; ++b) chunks.push_back({nullptr, ids.row(b), T});
@@ -136,7 +137,7 @@ GoldenResult compute_golden(const std::string& dir, const std::vector<std::strin
       }
       auto base = dec.loss(chunks, m8);
       Adapter& ad = adapter();
-      dec.set_adapter(&ad);
+      dec.set_adapter(&ad, float(opt.adapter_scale));
       std::vector<std::vector<float>> grads;
       auto lr = dec.forward_backward(chunks, m8, grads);
       dec.set_adapter(nullptr);
@@ -167,7 +168,7 @@ GoldenResult compute_golden(const std::string& dir, const std::vector<std::strin
         auto& t = out.tensors[key + ".merged"];
         t.shape = mod.kind == LoraKind::Linear ? std::vector<int64_t>{mod.out, mod.in}
                                                : std::vector<int64_t>{mod.experts, mod.out, mod.in};
-        t.f32 = merged_weight(model, mod);
+        t.f32 = merged_weight(model, mod, opt.adapter_scale);
       }
     } else {
       fail("golden: unknown part '", part, "' (expected forward, decode, greedy, lora, train, merge)");

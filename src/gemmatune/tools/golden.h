@@ -18,8 +18,14 @@ struct GoldenResult {
   std::map<std::string, Tensor> tensors;
 };
 
+struct GoldenOptions {
+  std::string adapter_dir;     // the adapter of the lora/train/merge parts (empty: the fixture's <dir>/adapter)
+  double adapter_scale = 1.0;  // multiplier of the adapter's contribution (as generate/chat --adapter-scale)
+};
+
 // parts: any of forward, decode, greedy, lora, train, merge.
-GoldenResult compute_golden(const std::string& fixture_dir, const std::vector<std::string>& parts);
+GoldenResult compute_golden(const std::string& fixture_dir, const std::vector<std::string>& parts,
+                            const GoldenOptions& opt = {});
 void write_golden(const std::string& path, const GoldenResult& r);
 
 struct AdamWConfig;

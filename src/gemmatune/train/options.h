@@ -36,6 +36,7 @@ struct TrainOptions {
   double min_lr_ratio = 0.0;
   double max_grad_norm = 1.0;       // 0: no clipping
   int64_t grad_accum = 1;
+  double load_balance_loss_weight = 0.0;  // MoE load-balance auxiliary loss (MaxText's definition); 0 = off
   // loop
   int64_t steps = 0;                // 0: run `epochs` epochs
   int64_t epochs = 1;

@@ -108,13 +108,55 @@ Data open_data(const std::vector<std::string>& paths, const Tokenizer& tok, cons
 }
 
 // Runs one packed row set through the decoder: each segment is its own sequence chunk.
-void row_chunks(const std::vector<PackedRow>& rows, std::vector<SeqChunk>& chunks, std::vector<uint8_t>& mask) {
+// per_row (optional) receives the number of chunks of each row.
+void row_chunks(const std::vector<PackedRow>& rows, std::vector<SeqChunk>& chunks, std::vector<uint8_t>& mask,
+                std::vector<int64_t>* per_row = nullptr) {
   chunks.clear();
   mask.clear();
+  if (per_row) per_row->clear();
   for (const auto& r : rows) {
     for (const auto& s : r.segments) chunks.push_back({nullptr, r.ids.data() + s.offset, s.length});
     mask.insert(mask.end(), r.loss_mask.begin(), r.loss_mask.end());
+    if (per_row) per_row->push_back(int64_t(r.segments.size()));
   }
+}
+
+uint64_t mix_seed(uint64_t a, uint64_t b) {
+  uint64_t z = a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Routing statistics of MoE layers over an interval: tokens each expert received, per layer.
+nlohmann::json routing_stats(const std::vector<std::vector<int64_t>>& counts) {
+  nlohmann::json per_layer = nlohmann::json::array();
+  double worst = 0, mean_ratio = 0, mean_cv = 0;
+  int64_t unused = 0, layers = 0;
+  for (const auto& c : counts) {
+    if (c.empty()) continue;
+    double total = 0, mx = 0;
+    for (int64_t n : c) {
+      total += double(n);
+      mx = std::max(mx, double(n));
+      unused += n == 0 ? 1 : 0;
+    }
+    const double mean = total / double(c.size());
+    double var = 0;
+    for (int64_t n : c) var += (double(n) - mean) * (double(n) - mean);
+    const double ratio = mean > 0 ? mx / mean : 0, cv = mean > 0 ? std::sqrt(var / double(c.size())) / mean : 0;
+    per_layer.push_back(ratio);
+    worst = std::max(worst, ratio);
+    mean_ratio += ratio;
+    mean_cv += cv;
+    ++layers;
+  }
+  if (layers == 0) return nullptr;
+  return {{"max_load_over_mean", worst},
+          {"mean_max_load_over_mean", mean_ratio / double(layers)},
+          {"mean_load_cv", mean_cv / double(layers)},
+          {"unused_experts", unused},
+          {"per_layer_max_load_over_mean", per_layer}};
 }
 
 double evaluate(Decoder& dec, SftDataset& set, const TrainOptions& o) {
@@ -154,7 +196,8 @@ double lr_at(const TrainOptions& o, int64_t step, int64_t total) {
 
 TrainSummary train(const std::string& model_dir, const std::string& out_dir, const TrainOptions& o) {
   if (o.data.empty()) fail("train: no training data (--data FILE or data: in the run config)");
-  if (o.lora_dropout != 0.0) fail("train: lora_dropout ", o.lora_dropout, " is not supported yet (use 0)");
+  if (!(o.lora_dropout >= 0.0 && o.lora_dropout < 1.0)) fail("train: lora_dropout must be in [0, 1), found ", o.lora_dropout);
+  if (!(o.load_balance_loss_weight >= 0.0)) fail("train: load_balance_loss_weight must be >= 0, found ", o.load_balance_loss_weight);
   if (o.grad_accum < 1 || o.batch_rows < 1 || o.max_len < 2) fail("train: grad_accum, batch_rows must be >= 1 and max_len >= 2");
   if (o.threads > 0) omp_set_num_threads(int(o.threads));
   lr_at(o, 0, 1);  // validates the schedule name
@@ -162,6 +205,9 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
   if (!is_directory(out_dir)) fail("train: cannot create the output folder ", out_dir);
 
   Model model = Model::load(model_dir);
+  const bool moe = model.config().enable_moe_block;
+  if (o.load_balance_loss_weight > 0 && !moe)
+    fail("train: load_balance_loss_weight is ", o.load_balance_loss_weight, " but ", model_dir, " has no MoE layers");
   const std::string tok_path = model_dir + "/tokenizer.json";
   if (!file_exists(tok_path)) fail("train: ", model_dir, " has no tokenizer.json");
   Tokenizer tok = Tokenizer::from_file(tok_path);
@@ -178,6 +224,7 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
   lc.r = o.lora_r;
   lc.alpha = o.lora_alpha;
   lc.use_rslora = o.use_rslora;
+  lc.dropout = o.lora_dropout;
   lc.init = o.lora_init;
   if (!o.target_modules.empty()) lc.target_modules = module_list(o.target_modules);
   if (!o.target_parameters.empty()) {
@@ -278,7 +325,12 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
   const double t_start = now();
   double tokens_run = 0;
   int64_t steps_run = 0;
-  std::vector<double> prev_norm_b(adapter.modules.size(), 0.0);
+  std::vector<std::vector<int64_t>> routed;  // MoE: tokens per expert and layer since the last metrics line
+  double aux_acc = 0;
+  int64_t aux_steps = 0;
+  TrainExtras extras;
+  extras.moe_aux_weight = o.load_balance_loss_weight;
+  extras.moe_aux_scale = 1.0 / double(o.grad_accum);
 
   // Batches come from the Prefetcher's thread, ahead of the model; the checkpoint records the
   // cursor after the last batch consumed (the loader itself is further ahead).
@@ -311,14 +363,29 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
       micro.push_back(batch);
     }
     for (auto& g : grads) std::fill(g.begin(), g.end(), 0.0f);
-    double loss_sum = 0;
+    double loss_sum = 0, aux = 0;
     int64_t toks = 0;
-    for (const auto& mb : micro) {
-      row_chunks(mb.rows, chunks, mask);
-      auto r = dec.forward_backward(chunks, mask, grads, double(std::max<int64_t>(trained, 1)), o.grad_checkpointing);
+    dec.reset_expert_stats();
+    for (size_t a = 0; a < micro.size(); ++a) {
+      const Batch& mb = micro[a];
+      row_chunks(mb.rows, chunks, mask, &extras.row_chunks);
+      // Dropout masks depend on (seed, step, micro-batch) only: a resumed run draws the same ones.
+      extras.dropout_seed = mix_seed(mix_seed(o.seed, uint64_t(st.step)), a);
+      auto r = dec.forward_backward(chunks, mask, grads, double(std::max<int64_t>(trained, 1)), o.grad_checkpointing, &extras);
       loss_sum += r.sum;
+      aux += r.aux;
       toks += mb.tokens();
     }
+    if (moe) {
+      const auto& ec = dec.expert_counts();
+      if (routed.empty()) routed.assign(ec.size(), {});
+      for (size_t l = 0; l < ec.size(); ++l) {
+        if (routed[l].empty()) routed[l].assign(ec[l].size(), 0);
+        for (size_t e = 0; e < ec[l].size(); ++e) routed[l][e] += ec[l][e];
+      }
+    }
+    aux_acc += aux;
+    ++aux_steps;
     const double loss = trained > 0 ? loss_sum / double(trained) : 0.0;
     double gn2 = 0;
     for (const auto& g : grads)
@@ -365,10 +432,32 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
       nlohmann::json line = {{"step", st.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
                              {"trained_tokens", trained}, {"tokens", toks}, {"step_seconds", dt}, {"tokens_per_s", tps},
                              {"epoch", consumed.epoch}, {"modules", mod}};
+      std::string extra;
+      if (moe) {
+        // Routing since the previous metrics line; the aux loss is its mean per step.
+        nlohmann::json rs = routing_stats(routed);
+        if (o.load_balance_loss_weight > 0) {
+          rs["aux_loss"] = aux_acc / double(std::max<int64_t>(aux_steps, 1));
+          line["aux_loss"] = rs["aux_loss"];
+        }
+        char buf[96];
+        std::snprintf(buf, sizeof buf, " | experts max/mean %.2f, %lld idle", rs["max_load_over_mean"].get<double>(),
+                      (long long)rs["unused_experts"].get<int64_t>());
+        extra = buf;
+        if (o.load_balance_loss_weight > 0) {
+          std::snprintf(buf, sizeof buf, " | aux %.4g", rs["aux_loss"].get<double>());
+          extra += buf;
+        }
+        line["routing"] = rs;
+        routed.clear();
+      }
+      aux_acc = 0;
+      aux_steps = 0;
       std::fprintf(metrics, "%s\n", line.dump().c_str());
       std::fflush(metrics);
-      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.3g | grad %.3g | %.0f tok/s | ETA %s%s", tty ? "\r" : "",
-                   (long long)st.step, (long long)total_steps, loss, lr, gnorm, tps, fmt_time(eta).c_str(), tty ? "   " : "\n");
+      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.3g | grad %.3g | %.0f tok/s%s | ETA %s%s", tty ? "\r" : "",
+                   (long long)st.step, (long long)total_steps, loss, lr, gnorm, tps, extra.c_str(), fmt_time(eta).c_str(),
+                   tty ? "   " : "\n");
       std::fflush(stderr);
     }
     if (eval_data.set && o.eval_every > 0 && st.step % o.eval_every == 0) {
