@@ -18,7 +18,8 @@ inline std::string data(const std::string& rel) { return join(GEMMATUNE_TEST_DAT
 inline std::string unpacked(const std::string& rel) { return join(GEMMATUNE_TEST_DATA_UNPACKED, rel); }
 inline std::string fixture(const std::string& name) { return data("fixtures/" + name); }
 inline std::string binary() { return GEMMATUNE_BINARY; }
-// A scratch path private to this test process (ctest runs test processes in parallel).
+// A scratch path private to this test process (ctest runs test processes in parallel). The folder
+// is removed when the process exits, unless GEMMATUNE_KEEP_TEST_FILES is set (for debugging).
 inline std::string scratch(const std::string& name) {
   static const std::string root = [] {
     const char* t = std::getenv("TMPDIR");
@@ -28,6 +29,15 @@ inline std::string scratch(const std::string& name) {
     std::system(("mkdir -p '" + r + "'").c_str());
     return r;
   }();
+  static const bool cleanup_registered = [] {
+    if (!std::getenv("GEMMATUNE_KEEP_TEST_FILES"))
+      std::atexit([] {
+        // Only the process that made the folder removes it (a forked child exits through _exit).
+        std::system(("rm -rf '" + root + "'").c_str());
+      });
+    return true;
+  }();
+  (void)cleanup_registered;
   return join(root.c_str(), name);
 }
 
