@@ -8,17 +8,16 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
 
 #include "gemmatune/io/safetensors.h"
 #include "gemmatune/lora/adapter.h"
 #include "gemmatune/model/decoder.h"
-#include "gemmatune/model/presets.h"
 #include "gemmatune/train/checkpoint.h"
 #include "gemmatune/train/trainer.h"
 #include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
 #include "test_util.h"
+#include "train_util.h"
 
 using namespace gt;
 
@@ -27,30 +26,12 @@ namespace {
 std::string tmp(const std::string& n) { return test::scratch("train_" + n); }
 
 const std::string& tiny_model() {
-  static std::string dir = [] {
-    std::string d = tmp("model");
-    InitOptions o;
-    o.preset = "tiny";
-    o.out_dir = d;
-    o.seed = 3;
-    o.tokenizer = test::unpacked("assets/gemma3_tokenizer.json");
-    o.chat_template = test::data("assets/gemma3_chat_template.jinja");
-    init_model(o);
-    return d;
-  }();
+  static std::string dir = test::make_chat_model("tiny", tmp("model"), 3);
   return dir;
 }
 
 const std::string& dataset() {
-  static std::string p = [] {
-    std::string f = tmp("data.jsonl");
-    std::ofstream o(f);
-    o << R"({"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]})" << "\n";
-    o << R"({"messages": [{"role": "user", "content": "Name a primary colour."}, {"role": "assistant", "content": "Blue."}]})" << "\n";
-    o << R"({"prompt": "2 + 2 =", "completion": "4"})" << "\n";
-    o << R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}]})" << "\n";
-    return f;
-  }();
+  static std::string p = test::write_chat_data(tmp("data.jsonl"));
   return p;
 }
 

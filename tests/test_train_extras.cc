@@ -16,11 +16,11 @@
 #include "gemmatune/kernels/moe_balance.h"
 #include "gemmatune/lora/adapter.h"
 #include "gemmatune/model/decoder.h"
-#include "gemmatune/model/presets.h"
 #include "gemmatune/train/trainer.h"
 #include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
 #include "test_util.h"
+#include "train_util.h"
 
 using namespace gt;
 
@@ -265,28 +265,11 @@ TEST(MoeAuxLoss, GradientMatchesFiniteDifferencesAndRowsFollowTheBatch) {
 namespace {
 
 std::string data_file() {
-  static std::string p = [] {
-    std::string f = tmp("data.jsonl");
-    std::ofstream o(f);
-    o << R"({"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]})" << "\n";
-    o << R"({"messages": [{"role": "user", "content": "Name a primary colour."}, {"role": "assistant", "content": "Blue."}]})" << "\n";
-    o << R"({"prompt": "2 + 2 =", "completion": "4"})" << "\n";
-    return f;
-  }();
+  static std::string p = test::write_chat_data(tmp("data.jsonl"));
   return p;
 }
 
-std::string make_model(const std::string& preset) {
-  std::string d = tmp(preset);
-  InitOptions o;
-  o.preset = preset;
-  o.out_dir = d;
-  o.seed = 4;
-  o.tokenizer = test::unpacked("assets/gemma3_tokenizer.json");
-  o.chat_template = test::data("assets/gemma3_chat_template.jinja");
-  init_model(o);
-  return d;
-}
+std::string make_model(const std::string& preset) { return test::make_chat_model(preset, tmp(preset), 4); }
 
 TrainOptions opts() {
   TrainOptions o;
