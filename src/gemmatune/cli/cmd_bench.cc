@@ -63,10 +63,11 @@ double kv_bytes(const Model& m, int64_t pos) {
 // Useful FLOPs per token: forward 2N + activation gradients 2N (N: multiply-adds through the frozen
 // projections and the LM head) + attention (2A forward, 4A backward; A: QKᵀ and PV multiply-adds).
 int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, int64_t plen, int64_t rounds, int64_t rank,
-                bool checkpointing, int threads, bool as_json, const std::string& dir) {
+                double dropout, bool checkpointing, int threads, bool as_json, const std::string& dir) {
   LoraConfig lc = default_lora_config(m);
   lc.r = rank;
   lc.alpha = 2.0 * double(rank);
+  lc.dropout = dropout;
   Adapter ad = Adapter::create(m, lc, 0);
   Decoder dec(m);
   dec.set_adapter(&ad);
@@ -82,17 +83,19 @@ int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, i
   double attn = 0;
   for (int64_t t = 0; t < plen; ++t) attn += attention_macs(m, t);
   const double flops = double(seqs.size()) * (4.0 * macs * double(plen) + 6.0 * attn);
-  std::fprintf(stderr, "[bench] training: LoRA r=%lld on %zu modules (%lld parameters), %zu x %lld tokens, %s, %lld rounds\n",
-               (long long)rank, ad.modules.size(), (long long)ad.num_parameters(), seqs.size(), (long long)plen,
+  std::fprintf(stderr, "[bench] training: LoRA r=%lld dropout %g on %zu modules (%lld parameters), %zu x %lld tokens, %s, %lld rounds\n",
+               (long long)rank, dropout, ad.modules.size(), (long long)ad.num_parameters(), seqs.size(), (long long)plen,
                checkpointing ? "gradient checkpointing" : "no checkpointing", (long long)rounds);
   std::vector<std::vector<float>> grads;
-  dec.forward_backward(chunks, mask, grads, 0, checkpointing);  // warm-up: workspaces reach their size
+  TrainExtras extras;  // LoRA dropout when lc.dropout > 0
+  dec.forward_backward(chunks, mask, grads, 0, checkpointing, &extras);  // warm-up: workspaces reach their size
   std::vector<double> gemm, step_s;
   for (int64_t r = 0; r < rounds; ++r) {
     gemm.push_back(perf::measure_sgemm_gflops(threads, 512, 2048, 2048, 0.5));
     for (auto& g : grads) std::fill(g.begin(), g.end(), 0.0f);
     const double t0 = perf::now_seconds();
-    dec.forward_backward(chunks, mask, grads, 0, checkpointing);
+    extras.dropout_seed = uint64_t(r + 1);
+    dec.forward_backward(chunks, mask, grads, 0, checkpointing, &extras);
     step_s.push_back(perf::now_seconds() - t0);
     std::fprintf(stderr, "[bench] round %lld: sgemm %.0f GFLOP/s, step %.2fs (%.1f tokens/s)\n", (long long)r + 1, gemm.back(),
                  step_s.back(), double(tokens) / step_s.back());
@@ -100,7 +103,7 @@ int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, i
   const double gemm_m = median(gemm), step_m = median(step_s), gflops = flops / step_m / 1e9;
   nlohmann::json j = {{"model", dir},
                       {"threads", threads},
-                      {"train", {{"rows", seqs.size()}, {"seq_len", plen}, {"lora_r", rank}, {"modules", ad.modules.size()},
+                      {"train", {{"rows", seqs.size()}, {"seq_len", plen}, {"lora_r", rank}, {"lora_dropout", dropout}, {"modules", ad.modules.size()},
                                  {"trainable_parameters", ad.num_parameters()}, {"grad_checkpointing", checkpointing},
                                  {"step_seconds", step_m}, {"tokens_per_s", double(tokens) / step_m},
                                  {"useful_gflop_per_token", flops / double(tokens) / 1e9}, {"gflops", gflops},
@@ -111,7 +114,7 @@ int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, i
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("machine (measured, median): f32 GEMM (oneDNN) %.0f GFLOP/s\n", gemm_m);
-    std::printf("train    %zu x %lld tokens, r=%lld%s: %.2f s/step, %.1f tokens/s, %.1f GFLOP/token, %.0f GFLOP/s = %.0f%% MFU "
+    std::printf("train    %zu x %lld tokens, r=%lld%s: %.2f s/step, %.1f tokens/s, %.3g GFLOP/token, %.3g GFLOP/s = %.0f%% MFU "
                 "of the measured GEMM peak\n",
                 seqs.size(), (long long)plen, (long long)rank, checkpointing ? ", checkpointing" : "", step_m,
                 double(tokens) / step_m, flops / double(tokens) / 1e9, gflops, 100 * gflops / gemm_m);
@@ -132,6 +135,7 @@ int run(int argc, char** argv) {
   const bool train = a.flag("train", "measure LoRA training steps (batch x prompt-len tokens) instead of prefill/decode");
   const int64_t rank = a.integer("lora-r", 16, "--train: LoRA rank on the model's default targets (alpha = 2r)");
   const bool ckpt = a.flag("grad-checkpointing", "--train: recompute each layer in the backward pass");
+  const double dropout = a.real("lora-dropout", 0.0, "--train: LoRA dropout probability");
   int threads = threads_option(a);
   if (a.finish()) return 0;
   apply_threads(threads);
@@ -149,7 +153,7 @@ int run(int argc, char** argv) {
     for (auto& t : p) t = tokd(rng);
     p[0] = 2;
   }
-  if (train) return bench_train(m, prompts, plen, rounds, rank, ckpt, threads, as_json, dir);
+  if (train) return bench_train(m, prompts, plen, rounds, rank, dropout, ckpt, threads, as_json, dir);
   const size_t rss_before = rss_bytes();
   std::fprintf(stderr, "[bench] %s: %.2f GB of weights, %lld threads; %lld rounds of prefill %lldx%lld and decode %lldx%lld\n",
                dir.c_str(), double(m.weight_bytes()) / 1e9, (long long)threads, (long long)rounds, (long long)batch,

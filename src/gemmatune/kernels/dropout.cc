@@ -17,7 +17,7 @@ void dropout_apply(const float* x, float* y, int64_t rows, int64_t n, double p, 
   const uint64_t threshold = uint64_t(std::llround(p * 4294967296.0));
   const float scale = float(1.0 / (1.0 - p));
   const uint64_t base = mix64(seed ^ mix64(stream + 0x9E3779B97F4A7C15ull));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * n >= (int64_t(1) << 16))
   for (int64_t t = 0; t < rows; ++t) {
     const uint64_t rb = mix64(base + uint64_t(t) * 0xD1B54A32D192ED03ull);
     const float* xr = x + t * n;
