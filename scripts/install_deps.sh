@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages gemmatune needs to build and test (see README "Dependencies").
 set -euo pipefail
-PKGS=(g++ cmake make libdnnl-dev nlohmann-json3-dev libyaml-cpp-dev libgtest-dev xz-utils)
+# clang + libclang-rt-14-dev (libFuzzer and the sanitizer runtimes): the fuzz targets (scripts/fuzz.sh).
+PKGS=(g++ cmake make libdnnl-dev nlohmann-json3-dev libyaml-cpp-dev libgtest-dev xz-utils clang libclang-rt-14-dev)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 missing=()

@@ -400,4 +400,118 @@ TEST(ChatTemplate, FromModelDir) {
   fs::remove_all(dir);
 }
 
+// ------------------------------------------------------------------------------ fuzzing regressions
+// Inputs found by fuzz/fuzz_jinja.cc (see docs/FUZZING.md): each used to crash, trip a sanitizer,
+// hang or exhaust memory; now it renders like Python or fails with a gt::Error naming the line.
+
+// Renders with tighter limits than the defaults, so that the tests that run into them stay fast.
+std::string render_limited(const std::string& src, size_t max_string, uint64_t max_steps) {
+  gt::ChatTemplate t = gt::ChatTemplate::from_string(src, "unit.jinja");
+  gt::ChatTemplate::Limits l;
+  l.max_string = max_string;
+  l.max_steps = max_steps;
+  t.set_limits(l);
+  try {
+    return t.render(ojson::array(), false, ojson::object(), "<bos>", "<eos>");
+  } catch (const gt::Error& e) {
+    return e.what();
+  }
+}
+
+TEST(ChatTemplateFuzz, IntegerEdgeCasesDoNotOverflow) {
+  const std::string min = "(-9223372036854775807 - 1)";
+  EXPECT_TRUE(contains(render_error("\n{{ " + min + " // -1 }}"), "unit.jinja:2: integer overflow"));
+  EXPECT_EQ(render("{{ " + min + " % -1 }} {{ 7 % -1 }} {{ -7 % -1 }}"), "0 0 0");
+  EXPECT_TRUE(contains(render_error("{{ -" + min + " }}"), "integer overflow"));
+  EXPECT_TRUE(contains(render_error("{{ " + min + " | abs }}"), "integer overflow"));
+  // Powers by squaring: a huge exponent of 0, 1 or -1 no longer loops 2**63 times.
+  EXPECT_EQ(render("{{ 1 ** 9223372036854775807 }} {{ (-1) ** 9223372036854775807 }} {{ 0 ** 9223372036854775807 }}"),
+            "1 -1 0");
+  EXPECT_EQ(render("{{ 2 ** 62 }} {{ (-2) ** 63 }} {{ 3 ** 39 }} {{ 7 ** 0 }}"),
+            "4611686018427387904 -9223372036854775808 4052555153018976267 1");
+  EXPECT_TRUE(contains(render_error("{{ 2 ** 63 }}"), "integer overflow"));
+  EXPECT_TRUE(contains(render_error("{{ 3 ** 9223372036854775807 }}"), "integer overflow"));
+  // Slices and ranges with extreme steps and bounds.
+  EXPECT_EQ(render("{{ 'abcdefg'[5::9223372036854775807] }} {{ 'abcdefg'[::" + min + "] }} {{ [1, 2, 3][2::9223372036854775807] }}"),
+            "f g [3]");
+  EXPECT_EQ(render("{{ range(0, -10, " + min + ") | list }} {{ range(9223372036854775806, 9223372036854775807) | list }}"),
+            "[0] [9223372036854775806]");
+  EXPECT_TRUE(contains(render_error("{{ range(" + min + ", 9223372036854775807) }}"), "Range too big"));
+  EXPECT_EQ(render("[{{ 'abc'[1.5:] }}]"), "[]");  // jinja2's sandbox: a bad subscript is undefined
+  // round() of an int is exact (half to even); float -> int conversions that do not fit fail.
+  EXPECT_EQ(render("{{ 15 | round(-1) }} {{ 25 | round(-1) }} {{ -15 | round(-1) }} {{ 123 | round(-25) }}"),
+            "20 20 -20 0");
+  EXPECT_EQ(render("{{ 1.5 | round(" + min + ") }} {{ 2.675 | round(2) }}"), "0.0 2.67");
+  EXPECT_TRUE(contains(render_error("{{ 9223372036854775807 | round(-1) }}"), "integer overflow"));
+  EXPECT_TRUE(contains(render_error("{{ 1e308 | int }}"), "does not fit in a 64-bit integer"));
+  EXPECT_TRUE(contains(render_error("{{ '%d' % 1e300 }}"), "number too large"));
+  EXPECT_TRUE(contains(render_error("{{ '%c' % 1114112 }}"), "%c arg not in range(0x110000)"));
+  EXPECT_TRUE(contains(render_error("{{ '{:c}'.format(-1) }}"), "%c arg not in range(0x110000)"));
+  EXPECT_EQ(render("{{ '%x' % " + min + " }} {{ '%#o' % " + min + " }} {{ '%x|%5X|%-#6x|%05x|%+o|%.3x' % (-255, 255, 10, -10, 8, 5) }}"),
+            "-8000000000000000 -0o1000000000000000000000 -ff|   FF|0xa   |-000a|+10|005");
+}
+
+TEST(ChatTemplateFuzz, HugeStringsAndListsFailInsteadOfExhaustingMemory) {
+  for (const char* src : {"{{ 'a' * 100000000 }}", "{{ 'a'.center(10000000000) }}", "{{ 'a'.ljust(2000000000) }}",
+                          "{{ 'a'.zfill(9223372036854775807) }}", "{{ '%999999999d' % 1 }}",
+                          "{{ '%.999999999f' % 1.5 }}", "{{ '%99999999999999999999999s' % 1 }}",
+                          "{{ '{0:>999999999}'.format(1) }}", "{{ 'a\nb' | indent(100000000) }}",
+                          "{{ [1] | tojson(indent=1000000000) }}"})
+    EXPECT_TRUE(contains(render_error(src), "more than the limit of 67108864 bytes for a string")) << src;
+  EXPECT_TRUE(contains(render_error("{{ ([1] * 100000000) | length }}"), "list repetition"));
+  EXPECT_TRUE(contains(render_error("{{ [1, 2] | batch(100000000, 0) | list }}"), "batch()"));
+  EXPECT_TRUE(contains(render_error("{{ [1, 2] | slice(100000000) | list }}"), "slice()"));
+  // Doubling a string, joining, replacing and printing a list of big strings stop at the limit.
+  const std::string big = "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}";
+  EXPECT_TRUE(contains(render_limited(big, 1 << 20, 1000), "unit.jinja:1: string: the result would be 2097152 bytes"));
+  EXPECT_TRUE(contains(render_limited("{% set s = 'x' * 100000 %}{{ [s] * 20 }}", 1 << 20, 1000), "str()"));
+  EXPECT_TRUE(contains(render_limited("{% set s = 'x' * 100000 %}{{ ([s] * 20) | join('') }}", 1 << 20, 1000), "join()"));
+  EXPECT_TRUE(contains(render_limited("{{ ('x' * 400000).replace('', 'yy') }}", 1 << 20, 1000), "replace()"));
+  EXPECT_TRUE(contains(render_limited("{% for i in range(2000) %}{{ 'x' * 1000 }}{% endfor %}", 1 << 20, 10000),
+                       "template output"));
+  // Widths past the old 511-byte snprintf buffer are exact now.
+  EXPECT_EQ(render("{{ ('%600d' % 1) | length }} {{ ('%.600f' % 1.5) | length }}"), "600 602");
+}
+
+TEST(ChatTemplateFuzz, RunawayLoopsAndCallsStop) {
+  EXPECT_TRUE(contains(render_limited("\n\n{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+                                      1 << 20, 10000),
+                       "unit.jinja:3: the template ran more than 10000 steps (loop iterations, calls, items iterated)"));
+  // Each call recurses twice: 2**40 calls, although no call is deeper than 41.
+  EXPECT_TRUE(contains(render_limited("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+                                      "{{ f(40) }}",
+                                      1 << 20, 10000),
+                       "the template ran more than 10000 steps"));
+  // Work inside one expression counts too: unique() and `in` over big lists.
+  EXPECT_TRUE(contains(render_limited("{{ range(100000) | unique | length }}", 1 << 20, 1'000'000), "steps"));
+  EXPECT_TRUE(contains(render_limited("{% set r = range(100000) | list %}{% for i in r %}{{ i in r }}{% endfor %}",
+                                      1 << 20, 1'000'000),
+                       "steps"));
+  EXPECT_EQ(gt::ChatTemplate::Limits().max_steps, 50'000'000u);
+}
+
+TEST(ChatTemplateFuzz, DeeplyNestedValues) {
+  // A 20000-deep list: printing or serialising it raises like Python's RecursionError, and
+  // freeing it does not overflow the stack.
+  const std::string deep = "{% set ns = namespace(x=[]) %}{% for i in range(20000) %}{% set ns.x = [ns.x] %}{% endfor %}";
+  EXPECT_EQ(render_limited(deep + "ok", 1 << 20, 100000), "ok");
+  EXPECT_TRUE(contains(render_limited(deep + "{{ ns.x }}", 1 << 20, 100000), "maximum recursion depth exceeded in str()"));
+  EXPECT_TRUE(contains(render_limited(deep + "{{ ns.x | tojson }}", 1 << 20, 100000), "maximum recursion depth exceeded in tojson"));
+  EXPECT_TRUE(contains(render_limited(deep + "{{ ns.x == ns.x }}", 1 << 20, 100000), "maximum recursion depth exceeded in =="));
+  EXPECT_TRUE(contains(render_error("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}"), "maximum recursion depth"));
+  // Variables nested deeper than the limit are refused before rendering.
+  ojson v = ojson::array();
+  for (int i = 0; i < 1000; ++i) v = ojson::array({v});
+  const gt::ChatTemplate t = gt::ChatTemplate::from_string("{{ x }}", "unit.jinja");
+  try {
+    t.render(ojson::array(), false, ojson{{"x", v}}, "", "");
+    ADD_FAILURE() << "no error";
+  } catch (const gt::Error& e) {
+    EXPECT_TRUE(contains(e.what(), "unit.jinja: template variables: maximum recursion depth exceeded")) << e.what();
+  }
+  v = ojson::array();
+  for (int i = 0; i < 400; ++i) v = ojson::array({v});
+  EXPECT_EQ(t.render(ojson::array(), false, ojson{{"x", v}}, "", "").size(), 802u);
+}
+
 }  // namespace

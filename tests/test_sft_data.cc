@@ -780,4 +780,47 @@ TEST(SftCli, Preview) {
   EXPECT_NE(run_cli("data frobnicate").code, 0);
 }
 
+// Rows found by fuzz/fuzz_jsonl.cc (see docs/FUZZING.md): each used to end the process (a stack
+// overflow, a nlohmann::json exception that is not a gt::Error); now it is a "file:line: reason".
+TEST(SftData, FuzzedRowsFailWithFileAndLine) {
+  const ConversationOptions co;
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_HAS(error_of([&] { parse_conversation("{\"text\": " + deep + "}", co, "f.jsonl:7"); }),
+             "f.jsonl:7: the row is nested more than 200 levels deep");
+  EXPECT_HAS(error_of([&] {
+               parse_conversation(R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x", "meta": )" +
+                                      deep + "}]}",
+                                  co, "f.jsonl:8");
+             }),
+             "f.jsonl:8: the row is nested more than 200 levels deep");
+  EXPECT_HAS(error_of([&] {
+               parse_conversation(R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "",
+                 "tool_calls": [{"function": {"name": "f", "arguments": "{\"a\": )" + deep + R"(}"}}]}]})",
+                                  co, "f.jsonl:9");
+             }),
+             "f.jsonl:9: message 1 (assistant): tool call arguments are nested more than 200 levels deep");
+  EXPECT_HAS(error_of([&] { parse_conversation(std::string(100000, '['), co, "f.jsonl:10"); }),
+             "f.jsonl:10: malformed JSON");
+  // A content part whose "type" is not a string (nlohmann::json threw type_error 302 here).
+  EXPECT_HAS(error_of([&] {
+               parse_conversation(R"({"messages": [{"role": "user", "content": [{"type": 5}]}, {"role": "assistant", "content": "x"}]})",
+                                  co, "f.jsonl:11");
+             }),
+             "f.jsonl:11: message 0 (user): content part 0: \"type\" must be a string, found 5");
+  // Nesting up to the limit is fine.
+  const std::string ok = std::string(190, '[') + std::string(190, ']');
+  const Conversation c = parse_conversation(
+      R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x", "meta": )" + ok + "}]}",
+      co, "f.jsonl:12");
+  EXPECT_EQ(c.messages.size(), 2u);
+}
+
+TEST(SftData, JsonlRecordsFromMemory) {
+  JsonlRecords r;
+  r.add_text("mem.jsonl", "{\"text\": \"a\"}\r\n\n  \n{\"text\": \"b\"}");
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r.line(0), "{\"text\": \"a\"}");
+  EXPECT_EQ(r.origin(1), "mem.jsonl:4");
+}
+
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <utility>
 
 #include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
@@ -19,6 +20,33 @@ std::string short_dump(const ojson& v, size_t max = 60) {
   std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   if (s.size() > max) s = s.substr(0, max) + "...";
   return s;
+}
+
+// Rows nested deeper than this are refused: nlohmann::json copies, compares and prints values
+// recursively, so a line of a million '[' would overflow the stack. Real rows (messages, content
+// parts, tool calls with JSON-schema arguments) stay below 20 levels.
+constexpr size_t kMaxNesting = 200;
+
+// The nesting depth of a JSON value, found without recursion; stops counting past `limit`.
+size_t nesting_depth(const ojson& root, size_t limit) {
+  std::vector<std::pair<const ojson*, size_t>> todo{{&root, 1}};
+  size_t deepest = 0;
+  while (!todo.empty()) {
+    auto [v, d] = todo.back();
+    todo.pop_back();
+    if (!v->is_structured()) continue;
+    deepest = std::max(deepest, d);
+    if (deepest > limit) return deepest;
+    for (const auto& child : *v)  // array elements or object values
+      if (child.is_structured()) todo.emplace_back(&child, d + 1);
+  }
+  return deepest;
+}
+
+// A string member of a JSON object, or "" when it is absent or not a string.
+std::string string_member(const ojson& o, const char* key) {
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
 bool is_blank(std::string_view s) {
@@ -50,7 +78,7 @@ bool content_empty(const ojson& c) {
   if (c.is_array()) {
     for (const auto& p : c) {
       if (!p.is_object()) return false;
-      const std::string type = p.value("type", std::string());
+      const std::string type = string_member(p, "type");
       if (type == "text") {
         if (p.contains("text") && p["text"].is_string() && !is_blank(p["text"].get_ref<const std::string&>()))
           return false;
@@ -85,7 +113,10 @@ ojson normalise_message(const ojson& m, size_t i, const ConversationOptions& opt
     for (size_t j = 0; j < content.size(); ++j) {
       const ojson& p = content[j];
       if (!p.is_object()) fail("message ", i, " (", role, "): content part ", j, " must be an object, found ", short_dump(p));
-      if (p.value("type", std::string()) == "text" && !(p.contains("text") && p["text"].is_string()))
+      if (p.contains("type") && !p["type"].is_string())
+        fail("message ", i, " (", role, "): content part ", j, ": \"type\" must be a string, found ",
+             short_dump(p["type"]));
+      if (string_member(p, "type") == "text" && !(p.contains("text") && p["text"].is_string()))
         fail("message ", i, " (", role, "): text part ", j, " needs a string \"text\"");
     }
   }
@@ -116,7 +147,12 @@ ojson normalise_message(const ojson& m, size_t i, const ConversationOptions& opt
       if (c.contains("function") && c["function"].is_object() && c["function"].contains("arguments") &&
           c["function"]["arguments"].is_string()) {
         ojson parsed = ojson::parse(c["function"]["arguments"].get<std::string>(), nullptr, false);
-        if (!parsed.is_discarded() && parsed.is_object()) c["function"]["arguments"] = std::move(parsed);
+        if (!parsed.is_discarded() && parsed.is_object()) {
+          if (nesting_depth(parsed, kMaxNesting) > kMaxNesting)
+            fail("message ", i, " (", role, "): tool call arguments are nested more than ", kMaxNesting,
+                 " levels deep");
+          c["function"]["arguments"] = std::move(parsed);
+        }
       }
     }
   }
@@ -135,6 +171,8 @@ ojson as_messages(const ojson& v, const std::string& field, const char* default_
 }
 
 Conversation to_conversation_impl(const ojson& row, const ConversationOptions& opt) {
+  if (nesting_depth(row, kMaxNesting) > kMaxNesting)
+    fail("the row is nested more than ", kMaxNesting, " levels deep");
   if (!row.is_object()) fail("expected a JSON object, found ", short_dump(row));
   const FieldMap& f = opt.fields;
   Conversation c;
@@ -260,8 +298,9 @@ std::vector<std::string> expand_data_paths(const std::vector<std::string>& paths
   return out;
 }
 
-void JsonlRecords::add_file(const std::string& path) {
-  const std::string body = read_file(path);
+void JsonlRecords::add_file(const std::string& path) { add_text(path, read_file(path)); }
+
+void JsonlRecords::add_text(const std::string& path, std::string_view body) {
   const uint32_t fi = uint32_t(files_.size());
   files_.push_back(path);
   uint32_t line_no = 0;

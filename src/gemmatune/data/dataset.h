@@ -77,6 +77,8 @@ std::vector<std::string> expand_data_paths(const std::vector<std::string>& paths
 class JsonlRecords {
  public:
   void add_file(const std::string& path);
+  // The same for a file's contents already in memory; `path` only names the lines' origin.
+  void add_text(const std::string& path, std::string_view body);
   size_t size() const { return lines_.size(); }
   std::string_view line(size_t i) const { return lines_[i].text; }
   std::string origin(size_t i) const;  // "file:line"

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "gemmatune/data/chat_template/interp.h"
+#include "gemmatune/data/chat_template/limits.h"
 #include "gemmatune/data/chat_template/strings.h"
 #include "gemmatune/data/chat_template/unicode.h"
 
@@ -72,11 +73,24 @@ bool checked_mul(int64_t a, int64_t b, int64_t* r) { return !__builtin_mul_overf
 
 Value repeat(const Value& seq, int64_t n) {
   if (seq.is_string()) {
+    const std::string& s = seq.as_str();
     std::string out;
-    for (int64_t k = 0; k < n; ++k) out += seq.as_str();
+    if (n <= 0 || s.empty()) return Value::str(std::move(out));
+    if (static_cast<uint64_t>(n) > limits().max_string / s.size())
+      raise("string repetition: the result would be " + std::to_string(s.size()) + " x " + std::to_string(n) +
+            " bytes, more than the limit of " + std::to_string(limits().max_string) + " bytes for a string");
+    out.reserve(s.size() * static_cast<size_t>(n));
+    for (int64_t k = 0; k < n; ++k) out += s;
     return Value::str(std::move(out));
   }
   std::vector<Value> out;
+  const size_t len = seq.as_list().items.size();
+  if (n > 0 && len > 0) {
+    if (static_cast<uint64_t>(n) > limits().max_items / len)
+      raise("list repetition: the result would have " + std::to_string(len) + " x " + std::to_string(n) +
+            " items, more than the limit of " + std::to_string(limits().max_items) + " items for a list");
+    out.reserve(len * static_cast<size_t>(n));
+  }
   for (int64_t k = 0; k < n; ++k)
     for (const auto& x : seq.as_list().items) out.push_back(x);
   return Value::list(std::move(out), seq.is_tuple());
@@ -112,6 +126,7 @@ Value binary_op(BinOp op, const Value& a, const Value& b) {
       if (nums) return Value::real(a.as_double() + b.as_double());
       if (a.is_string() && b.is_string()) return Value::str(a.as_str() + b.as_str());
       if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+        check_items(a.as_list().items.size() + b.as_list().items.size(), "list concatenation");
         std::vector<Value> out = a.as_list().items;
         out.insert(out.end(), b.as_list().items.begin(), b.as_list().items.end());
         return Value::list(std::move(out), a.is_tuple());
@@ -149,6 +164,7 @@ Value binary_op(BinOp op, const Value& a, const Value& b) {
       if (ints) {
         const int64_t x = a.as_int(), y = b.as_int();
         if (y == 0) raise("integer division or modulo by zero");
+        if (x == INT64_MIN && y == -1) raise("integer overflow");
         int64_t q = x / y;
         if ((x % y != 0) && ((x < 0) != (y < 0))) --q;
         return Value::integer(q);
@@ -160,6 +176,7 @@ Value binary_op(BinOp op, const Value& a, const Value& b) {
       if (ints) {
         const int64_t x = a.as_int(), y = b.as_int();
         if (y == 0) raise("integer modulo by zero");
+        if (y == -1) return Value::integer(0);  // also INT64_MIN % -1, which traps in C++
         int64_t r = x % y;
         if (r != 0 && ((r < 0) != (y < 0))) r += y;
         return Value::integer(r);
@@ -177,9 +194,16 @@ Value binary_op(BinOp op, const Value& a, const Value& b) {
     case BinOp::Pow:
       if (!nums) unsupported("** or pow()", a, b);
       if (ints && b.as_int() >= 0) {
+        // Square-and-multiply: 1 ** (2 ** 62) must not loop 2 ** 62 times.
         int64_t r = 1, base = a.as_int();
-        for (int64_t e = b.as_int(); e > 0; --e)
-          if (!checked_mul(r, base, &r)) raise("integer overflow");
+        for (int64_t e = b.as_int(); e > 0; e >>= 1) {
+          if (e & 1)
+            if (!checked_mul(r, base, &r)) raise("integer overflow");
+          if (e > 1 && !checked_mul(base, base, &base)) {
+            if (r == 0) break;
+            raise("integer overflow");
+          }
+        }
         return Value::integer(r);
       }
       if (a.as_double() == 0.0 && b.as_double() < 0) raise("0.0 cannot be raised to a negative power");
@@ -190,7 +214,10 @@ Value binary_op(BinOp op, const Value& a, const Value& b) {
 
 Value unary_minus(const Value& v) {
   if (v.is_undefined()) v.fail_undefined();
-  if (v.is_integral()) return Value::integer(-v.as_int());
+  if (v.is_integral()) {
+    if (v.as_int() == INT64_MIN) raise("integer overflow");
+    return Value::integer(-v.as_int());
+  }
   if (v.is_float()) return Value::real(-v.as_double());
   raise("bad operand type for unary -: '" + type_name(v) + "'");
 }
@@ -213,6 +240,7 @@ bool contains(const Value& c, const Value& item) {
       }
       return c.as_str().find(item.as_str()) != std::string::npos;
     case Value::kList:
+      charge(c.as_list().items.size());
       for (const auto& x : c.as_list().items)
         if (equal(x, item)) return true;
       return false;
@@ -412,6 +440,7 @@ Value str_method(Interp& in, const Value& self, const std::string& name, Args& a
         raise("sequence item " + std::to_string(k) + ": expected str instance, " + type_name(x) + " found");
       if (k++) out += s;
       out += x.as_str();
+      check_string_size(out.size(), "join()");
     }
     return Value::str(std::move(out));
   }
@@ -431,6 +460,8 @@ Value str_method(Interp& in, const Value& self, const std::string& name, Args& a
       // CPython: left = pad // 2 + (pad & width & 1)
       const auto len = static_cast<int64_t>(uni::length(s));
       if (w <= len) return self;
+      check_width(w, "center()");
+      check_string_size(static_cast<size_t>(w) * std::max<size_t>(fill.size(), 1), "center()");
       const int64_t total = w - len;
       const int64_t left = total / 2 + (total & w & 1);
       std::string out;
@@ -446,6 +477,7 @@ Value str_method(Interp& in, const Value& self, const std::string& name, Args& a
     const int64_t w = want_int(p.get(0, Value::integer(0)), "");
     const auto len = static_cast<int64_t>(uni::length(s));
     if (w <= len) return self;
+    check_width(w, "zfill()");
     std::string out;
     size_t b = 0;
     if (!s.empty() && (s[0] == '+' || s[0] == '-')) {
@@ -630,13 +662,13 @@ Value g_range(Interp&, Args& a) {
     if (a.pos.size() == 3) step = want_int(a.pos[2], "");
   }
   if (step == 0) raise("range() arg 3 must not be zero");
-  int64_t n = 0;
-  if (step > 0 && stop > start) n = (stop - start + step - 1) / step;
-  if (step < 0 && stop < start) n = (start - stop - step - 1) / (-step);
+  __int128 n = 0;  // 128 bits: stop - start and -step overflow 64 for extreme arguments
+  if (step > 0 && stop > start) n = (__int128(stop) - start + step - 1) / step;
+  if (step < 0 && stop < start) n = (__int128(start) - stop - step - 1) / -__int128(step);
   if (n > 100000) raise("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
   std::vector<Value> out;
   out.reserve(static_cast<size_t>(n));
-  for (int64_t k = 0; k < n; ++k) out.push_back(Value::integer(start + k * step));
+  for (int64_t k = 0; k < n; ++k) out.push_back(Value::integer(static_cast<int64_t>(start + __int128(k) * step)));
   return Value::list(std::move(out));
 }
 

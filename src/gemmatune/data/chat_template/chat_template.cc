@@ -63,6 +63,7 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& messages, bool ad
                                  const std::string& eos_token) const {
   GT_CHECK(prog_, "render() called on an empty ChatTemplate");
   const jinja::Program& prog = *prog_;
+  const jinja::LimitsScope limits_scope(limits_);
   using jinja::Value;
   // Globals sit below the render variables, like jinja2's environment globals.
   auto globals = std::make_shared<jinja::Scope>();
@@ -75,16 +76,19 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& messages, bool ad
     const int id = prog.sym(name);
     if (id >= 0) root->set(id, std::move(v));  // a name the template never mentions cannot be read
   };
-  bind("messages", Value::from_json(messages));
-  bind("add_generation_prompt", Value::boolean(add_generation_prompt));
-  bind("bos_token", Value::str(bos_token));
-  bind("eos_token", Value::str(eos_token));
-  bind("tools", Value::none());
-  bind("documents", Value::none());
-  if (extra.is_object()) {
-    for (auto it = extra.begin(); it != extra.end(); ++it) bind(it.key(), Value::from_json(it.value()));
-  } else if (!extra.is_null()) {
+  if (!extra.is_object() && !extra.is_null())
     fail(prog.origin, ": extra template variables must be a JSON object, found ", extra.type_name());
+  try {
+    bind("messages", Value::from_json(messages));
+    bind("add_generation_prompt", Value::boolean(add_generation_prompt));
+    bind("bos_token", Value::str(bos_token));
+    bind("eos_token", Value::str(eos_token));
+    bind("tools", Value::none());
+    bind("documents", Value::none());
+    if (extra.is_object())
+      for (auto it = extra.begin(); it != extra.end(); ++it) bind(it.key(), Value::from_json(it.value()));
+  } catch (const jinja::RenderError& e) {  // a variable past the limits (e.g. JSON nested too deep)
+    fail(prog.origin, ": template variables: ", e.message);
   }
 
   jinja::Interp in(prog);

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "gemmatune/data/chat_template/limits.h"
+
 namespace gt {
 
 namespace jinja {
@@ -33,12 +35,19 @@ class ChatTemplate {
                      const nlohmann::ordered_json& extra, const std::string& bos_token,
                      const std::string& eos_token) const;
 
+  // Bounds on each render (output and string size, list size, loop iterations and calls, value
+  // nesting); passing one fails the render with a gt::Error. The defaults suit every real template.
+  using Limits = jinja::Limits;
+  void set_limits(const Limits& l) { limits_ = l; }
+  const Limits& limits() const { return limits_; }
+
   const std::string& origin() const;
   const std::string& source() const { return *source_; }
 
  private:
   std::shared_ptr<const jinja::Program> prog_;
   std::shared_ptr<const std::string> source_;
+  Limits limits_;
 };
 
 }  // namespace gt

@@ -77,9 +77,26 @@ std::string html_escape(const std::string& s) {
   return out;
 }
 
+// int(d) for a finite float; gemmatune's integers are 64-bit, Python's are unbounded.
+int64_t float_to_int(double d) {
+  const double t = std::trunc(d);
+  if (!(t >= -9223372036854775808.0 && t < 9223372036854775808.0))
+    raise("int(): " + float_repr(d) + " does not fit in a 64-bit integer");
+  return static_cast<int64_t>(t);
+}
+
+// The indent string for an integer width (indent filter, tojson(indent=N)).
+std::string indent_string(int64_t width) {
+  check_width(width, "indent");
+  return std::string(static_cast<size_t>(std::max<int64_t>(0, width)), ' ');
+}
+
 Value f_abs(Interp&, const Value& v, Args& a) {
   Params(a, "abs", {});
-  if (v.is_integral()) return Value::integer(std::llabs(v.as_int()));
+  if (v.is_integral()) {
+    if (v.as_int() == INT64_MIN) raise("integer overflow");
+    return Value::integer(std::llabs(v.as_int()));
+  }
   if (v.is_float()) return Value::real(std::fabs(v.as_double()));
   if (v.is_undefined()) v.fail_undefined();
   raise("bad operand type for abs(): '" + type_name(v) + "'");
@@ -99,6 +116,7 @@ Value f_batch(Interp&, const Value& v, Args& a) {
   Params p(a, "batch", {"linecount", "fill_with"});
   const int64_t n = want_int(p.get(0, Value::none()), "linecount");
   const Value fill = p.get(1, Value::none());
+  if (!fill.is_none()) check_items(static_cast<size_t>(std::max<int64_t>(n, 0)), "batch()");
   std::vector<Value> out, tmp;
   for (auto& x : iterate(v)) {
     if (static_cast<int64_t>(tmp.size()) == n) {
@@ -212,10 +230,11 @@ Value f_indent(Interp&, const Value& v, Args& a) {
   Params p(a, "indent", {"width", "first", "blank"});
   const Value w = p.get(0, Value::integer(4));
   const std::string ind =
-      w.is_string() ? w.as_str() : std::string(static_cast<size_t>(std::max<int64_t>(0, want_int(w, "width"))), ' ');
+      w.is_string() ? w.as_str() : indent_string(want_int(w, "width"));
   const std::string s = to_str(v) + "\n";
   std::string rv;
   const std::vector<std::string> lines = py_splitlines(s, false);
+  check_string_size(s.size() + (lines.size() + 1) * ind.size(), "indent");
   if (p.flag(2, false)) {
     for (size_t k = 0; k < lines.size(); ++k) {
       if (k) rv += "\n" + ind;
@@ -241,14 +260,13 @@ Value f_int(Interp&, const Value& v, Args& a) {
   if (v.is_float()) {
     const double d = v.as_double();
     if (std::isnan(d) || std::isinf(d)) return def;
-    return Value::integer(static_cast<int64_t>(std::trunc(d)));
+    return Value::integer(float_to_int(d));
   }
   if (v.is_string()) {
     int64_t i;
     if (parse_py_int(v.as_str(), base, &i)) return Value::integer(i);
     double d;
-    if (parse_py_float(v.as_str(), &d) && !std::isnan(d) && !std::isinf(d))
-      return Value::integer(static_cast<int64_t>(std::trunc(d)));
+    if (parse_py_float(v.as_str(), &d) && !std::isnan(d) && !std::isinf(d)) return Value::integer(float_to_int(d));
   }
   return def;
 }
@@ -263,6 +281,7 @@ Value f_join(Interp& in, const Value& v, Args& a) {
   for (const auto& x : iterate(v)) {
     if (k++) out += d;
     append_str(out, attr.is_none() ? x : g.get(in, x));
+    check_string_size(out.size(), "join()");
   }
   return Value::str(std::move(out));
 }
@@ -400,8 +419,26 @@ Value f_reverse(Interp&, const Value& v, Args& a) {
   return Value::list(std::move(items));
 }
 
+// round(x, nd) for an int, exactly: half to even, like Python.
+int64_t round_int(int64_t x, int64_t nd) {
+  if (nd >= 0) return x;
+  if (nd < -19) return 0;  // |x| < 2**63 < 10**19 / 2
+  __int128 p = 1;
+  for (int64_t k = 0; k < -nd; ++k) p *= 10;
+  __int128 q = x / p, r = x % p;  // truncated towards zero
+  if (r < 0) {
+    r += p;
+    --q;
+  }
+  if (2 * r > p || (2 * r == p && (q & 1))) ++q;
+  const __int128 out = q * p;
+  if (out > INT64_MAX || out < INT64_MIN) raise("integer overflow");
+  return static_cast<int64_t>(out);
+}
+
 double py_round(double x, int64_t nd) {
   if (std::isnan(x) || std::isinf(x)) return x;
+  if (nd < -400) return std::copysign(0.0, x);  // 10**400 overflows a double: every x rounds to 0
   if (nd >= 0) {
     if (nd > 300) return x;
     char buf[512];
@@ -422,10 +459,7 @@ Value f_round(Interp&, const Value& v, Args& a) {
   if (v.is_undefined()) v.fail_undefined();
   if (!v.is_number()) raise("type " + type_name(v) + " doesn't define __round__ method");
   if (method == "common") {
-    if (v.is_integral()) {
-      if (prec >= 0) return Value::integer(v.as_int());
-      return Value::integer(static_cast<int64_t>(py_round(static_cast<double>(v.as_int()), prec)));
-    }
+    if (v.is_integral()) return Value::integer(round_int(v.as_int(), prec));
     return Value::real(py_round(v.as_double(), prec));
   }
   const double m = std::pow(10.0, static_cast<double>(prec));
@@ -442,6 +476,7 @@ Value f_slice(Interp&, const Value& v, Args& a) {
   Params p(a, "slice", {"slices", "fill_with"});
   const int64_t slices = want_int(p.get(0, Value::none()), "slices");
   if (slices <= 0) raise("slices must be positive");
+  check_items(static_cast<size_t>(slices), "slice()");
   const Value fill = p.get(1, Value::none());
   const std::vector<Value> seq = iterate(v);
   const auto length = static_cast<int64_t>(seq.size());
@@ -589,8 +624,7 @@ Value f_tojson(Interp&, const Value& v, Args& a) {
     if (indent.is_string()) {
       opt.indent = indent.as_str();
     } else {
-      const int64_t n = want_int(indent, "indent");
-      opt.indent = std::string(static_cast<size_t>(std::max<int64_t>(0, n)), ' ');
+      opt.indent = indent_string(want_int(indent, "indent"));
     }
     opt.item_sep = ",";
   }
@@ -625,7 +659,7 @@ Value f_truncate(Interp&, const Value& v, Args& a) {
   if (leeway < 0) raise("expected leeway >= 0, got " + std::to_string(leeway));
   const std::string s = to_str(v);
   const auto cps = uni::code_points(s);
-  if (static_cast<int64_t>(cps.size()) <= length + leeway) return Value::str(s);
+  if (static_cast<int64_t>(cps.size()) - leeway <= length) return Value::str(s);
   const std::string head = uni::encode(cps, 0, static_cast<size_t>(length - end_len));
   if (killwords) return Value::str(head + end);
   const size_t sp = head.rfind(' ');
@@ -641,6 +675,7 @@ Value f_unique(Interp& in, const Value& v, Args& a) {
     Value k = g.get(in, x);
     if (!cs) k = ignore_case(k);
     if (!hashable(k)) raise("unhashable type: '" + type_name(k) + "'");
+    charge(seen.size());
     if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return equal(s, k); })) {
       seen.push_back(k);
       out.push_back(x);

@@ -21,10 +21,12 @@ Interp::Flow Interp::exec(const Body& body, const ScopePtr& scope, std::string& 
     switch (s.kind) {
       case SK::Data:
         out += s.data;
+        check_output(out);
         break;
       case SK::Print: {
         const Value v = eval(*s.expr, scope);
         append_str(out, v);
+        check_output(out);
         break;
       }
       case SK::If: {
@@ -70,6 +72,7 @@ Interp::Flow Interp::exec(const Body& body, const ScopePtr& scope, std::string& 
         args.kw.emplace_back("caller", Value::object(Value::kCallable, caller));
         line = s.line;
         append_str(out, this->call(callee, args));
+        check_output(out);
         break;
       }
       case SK::FilterBlock: {
@@ -78,6 +81,7 @@ Interp::Flow Interp::exec(const Body& body, const ScopePtr& scope, std::string& 
         line = s.line;
         const Value in = Value::str(std::move(buf));
         append_str(out, apply_filter(*s.expr, scope, &in));
+        check_output(out);
         break;
       }
       case SK::With: {
@@ -106,6 +110,7 @@ void Interp::run_for(const Stmt& s, std::vector<Value> items, const ScopePtr& sc
     // `for x in xs if cond`: filter first; loop.length counts the kept items.
     std::vector<Value> kept;
     for (auto& it : items) {
+      step();
       auto fs = std::make_shared<Scope>(scope);
       assign(*s.target, it, fs);
       if (truthy(eval(*s.cond, fs))) kept.push_back(std::move(it));
@@ -130,6 +135,7 @@ void Interp::run_for(const Stmt& s, std::vector<Value> items, const ScopePtr& sc
   const Value loop_value = loop ? Value::object(Value::kLoop, loop) : Value();
   const auto& list = *shared_items;
   for (size_t k = 0; k < list.size(); ++k) {
+    step();
     auto it_scope = std::make_shared<Scope>(scope);
     if (loop) {
       loop->index0 = static_cast<int64_t>(k);
@@ -278,6 +284,7 @@ Value Interp::apply_filter(const Expr& f, const ScopePtr& scope, const Value* in
 }
 
 Value Interp::call(const Value& callee, Args& args) {
+  step();
   if (callee.is_callable() || callee.is_loop()) return as_callable(callee).call(*this, args);
   if (callee.is_undefined()) callee.fail_undefined();
   raise("'" + type_name(callee) + "' object is not callable");
@@ -372,12 +379,16 @@ namespace {
 
 // Python's slice.indices() for a sequence of length n.
 void slice_indices(const Value& start, const Value& stop, const Value& step, int64_t n, std::vector<int64_t>& idx) {
+  auto want_index = [](const Value& v) {
+    if (!v.is_integral()) raise("slice indices must be integers or None or have an __index__ method");
+    return v.as_int();
+  };
   int64_t st = 1;
-  if (!step.is_none() && !step.is_undefined()) st = step.as_int();
+  if (!step.is_none() && !step.is_undefined()) st = want_index(step);
   if (st == 0) raise("slice step cannot be zero");
   auto adjust = [&](const Value& v, int64_t def) -> int64_t {
     if (v.is_none() || v.is_undefined()) return def;
-    int64_t x = v.as_int();
+    int64_t x = want_index(v);
     if (x < 0) {
       x += n;
       if (x < 0) x = st < 0 ? -1 : 0;
@@ -388,10 +399,11 @@ void slice_indices(const Value& start, const Value& stop, const Value& step, int
   };
   const int64_t b = adjust(start, st < 0 ? n - 1 : 0);
   const int64_t e = adjust(stop, st < 0 ? -1 : n);
+  // The index never steps past the end: b + st can overflow for a huge step.
   if (st > 0) {
-    for (int64_t i = b; i < e; i += st) idx.push_back(i);
+    for (int64_t i = b; i < e; i = e - i > st ? i + st : e) idx.push_back(i);
   } else {
-    for (int64_t i = b; i > e; i += st) idx.push_back(i);
+    for (int64_t i = b; i > e; i = i - e > -(st + 1) ? i + st : e) idx.push_back(i);
   }
 }
 

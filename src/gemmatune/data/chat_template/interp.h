@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gemmatune/data/chat_template/ast.h"
+#include "gemmatune/data/chat_template/limits.h"
 #include "gemmatune/data/chat_template/value.h"
 
 namespace gt::jinja {
@@ -119,6 +120,12 @@ class Interp {
   int line = 0;   // line of the innermost node being evaluated (for error messages)
   int depth = 0;  // nesting of macro calls and recursive loops
   int loop_sym = -1;
+  // Counts one loop iteration or call; raises when the render has run too long.
+  static void step() { charge(1); }
+  // Raises when a render buffer has grown past the string limit.
+  static void check_output(const std::string& out) {
+    if (out.size() > limits().max_string) check_string_size(out.size(), "template output");
+  }
   // Objects that can close a reference cycle; released when the render ends.
   std::vector<std::shared_ptr<MacroObj>> macros;
   std::vector<std::shared_ptr<LoopObj>> loops;

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
 #include "gemmatune/data/chat_template/interp.h"
+#include "gemmatune/data/chat_template/limits.h"
 #include "gemmatune/data/chat_template/unicode.h"
 
 namespace gt::jinja {
@@ -158,6 +160,7 @@ std::string py_replace(std::string_view s, std::string_view old, std::string_vie
       if (count > 0) {
         out += repl;
         --count;
+        check_string_size(out.size(), "replace()");
       }
       const size_t b = i;
       uni::decode(s, i);
@@ -172,6 +175,7 @@ std::string py_replace(std::string_view s, std::string_view old, std::string_vie
     if (k == std::string_view::npos) break;
     out.append(s.substr(i, k - i));
     out += repl;
+    check_string_size(out.size(), "replace()");
     i = k + old.size();
     --count;
   }
@@ -202,6 +206,8 @@ int64_t py_count(std::string_view s, std::string_view sub, const Value& start, c
 std::string pad(std::string_view s, int64_t width, char align, std::string_view fill) {
   const auto len = static_cast<int64_t>(uni::length(s));
   if (width <= len) return std::string(s);
+  check_width(width, "padding");
+  check_string_size(static_cast<size_t>(width) * std::max<size_t>(fill.size(), 1), "padding");
   const int64_t total = width - len;
   int64_t left = 0;
   if (align == '>') {
@@ -319,15 +325,29 @@ bool parse_py_int(std::string_view s, int base, int64_t* out) {
 
 namespace {
 
-std::string cformat(const std::string& spec, double d) {
+// snprintf into a string of the exact size (widths and precisions are bounded by the callers).
+template <class T>
+std::string cformat_any(const std::string& spec, T v) {
   char buf[512];
-  std::snprintf(buf, sizeof(buf), spec.c_str(), d);
-  return buf;
+  const int n = std::snprintf(buf, sizeof(buf), spec.c_str(), v);
+  if (n < 0) raise("cannot format with '" + spec + "'");
+  if (static_cast<size_t>(n) < sizeof(buf)) return std::string(buf, static_cast<size_t>(n));
+  check_string_size(static_cast<size_t>(n), "formatting");
+  std::string out(static_cast<size_t>(n) + 1, '\0');
+  std::snprintf(out.data(), out.size(), spec.c_str(), v);
+  out.resize(static_cast<size_t>(n));
+  return out;
 }
-std::string cformat_int(const std::string& spec, long long v) {
-  char buf[512];
-  std::snprintf(buf, sizeof(buf), spec.c_str(), v);
-  return buf;
+std::string cformat(const std::string& spec, double d) { return cformat_any(spec, d); }
+std::string cformat_int(const std::string& spec, long long v) { return cformat_any(spec, v); }
+
+// A width or precision written as digits: saturates instead of overflowing; the caller checks it.
+void add_digit(int64_t& n, char c) { n = n > INT64_MAX / 10 - 10 ? INT64_MAX / 10 : n * 10 + (c - '0'); }
+
+// A '*' width or precision taken from the arguments.
+int64_t star_arg(const Value& v) {
+  if (!v.is_integral()) raise("* wants int");
+  return v.as_int();
 }
 
 }  // namespace
@@ -374,21 +394,30 @@ std::string py_percent_format(const std::string& fmt, const Value& args) {
       flags.push_back(fmt[i++]);
     int64_t width = -1, prec = -1;
     if (i < fmt.size() && fmt[i] == '*') {
-      width = next_val().as_int();
+      width = star_arg(next_val());
+      if (width < 0) {  // Python: a negative * width left-aligns
+        flags.push_back('-');
+        width = width == INT64_MIN ? INT64_MAX : -width;
+      }
       ++i;
     } else {
-      while (i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9') width = (width < 0 ? 0 : width * 10) + (fmt[i++] - '0');
+      while (i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9') {
+        if (width < 0) width = 0;
+        add_digit(width, fmt[i++]);
+      }
     }
     if (i < fmt.size() && fmt[i] == '.') {
       ++i;
       prec = 0;
       if (i < fmt.size() && fmt[i] == '*') {
-        prec = next_val().as_int();
+        prec = std::max<int64_t>(-1, star_arg(next_val()));
         ++i;
       } else {
-        while (i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9') prec = prec * 10 + (fmt[i++] - '0');
+        while (i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9') add_digit(prec, fmt[i++]);
       }
     }
+    check_width(width, "%-format width");
+    check_width(prec, "%-format precision");
     while (i < fmt.size() && (fmt[i] == 'h' || fmt[i] == 'l' || fmt[i] == 'L')) ++i;
     if (i >= fmt.size()) raise("incomplete format");
     const char conv = fmt[i];
@@ -420,6 +449,8 @@ std::string py_percent_format(const std::string& fmt, const Value& args) {
         }
         if (v.is_float() && conv != 'd' && conv != 'i' && conv != 'u')
           raise(std::string("%") + conv + " format: an integer is required, not float");
+        if (v.is_float() && !(std::fabs(v.as_double()) < 9.2e18))
+          raise("%" + std::string(1, conv) + " format: number too large (gemmatune's integers are 64-bit)");
         const long long x = v.is_float() ? static_cast<long long>(std::trunc(v.as_double())) : v.as_int();
         std::string f = "%";
         for (char c : flags)
@@ -429,17 +460,21 @@ std::string py_percent_format(const std::string& fmt, const Value& args) {
         const char c = conv == 'i' || conv == 'u' ? 'd' : conv;
         f += "ll";
         f.push_back(c);
-        if (flags.find('#') != std::string::npos && (c == 'x' || c == 'X' || c == 'o')) {
-          // Python's alternate forms are 0x / 0X / 0o.
+        if (c == 'x' || c == 'X' || c == 'o') {
+          // Python prints the sign and the magnitude (printf would print a negative number's
+          // two's complement), and 0x / 0X / 0o for '#'.
           std::string g = "%ll";
           g.push_back(c);
-          std::string digits = cformat_int(g, x < 0 ? -x : x);
-          std::string sgn = x < 0                                  ? "-"
-                            : flags.find('+') != std::string::npos ? "+"
-                            : flags.find(' ') != std::string::npos ? " "
-                                                                   : "";
-          std::string body = sgn + (c == 'o' ? "0o" : c == 'x' ? "0x" : "0X");
-          if (flags.find('0') != std::string::npos && !left &&
+          // %llx/%llo print LLONG_MIN's bits as 2**63, its magnitude; -x would overflow.
+          std::string digits = cformat_int(g, x < 0 && x != LLONG_MIN ? -x : x);
+          if (prec > static_cast<int64_t>(digits.size()))
+            digits = std::string(static_cast<size_t>(prec) - digits.size(), '0') + digits;
+          std::string body = x < 0                                  ? "-"
+                             : flags.find('+') != std::string::npos ? "+"
+                             : flags.find(' ') != std::string::npos ? " "
+                                                                    : "";
+          if (flags.find('#') != std::string::npos) body += c == 'o' ? "0o" : c == 'x' ? "0x" : "0X";
+          if (flags.find('0') != std::string::npos && !left && prec < 0 &&
               width > static_cast<int64_t>(body.size() + digits.size()))
             digits = std::string(static_cast<size_t>(width) - body.size() - digits.size(), '0') + digits;
           piece = pad(body + digits, width, left ? '<' : '>', " ");
@@ -465,6 +500,7 @@ std::string py_percent_format(const std::string& fmt, const Value& args) {
       case 'c': {
         std::string s;
         if (v.is_integral()) {
+          if (v.as_int() < 0 || v.as_int() > 0x10FFFF) raise("%c arg not in range(0x110000)");
           uni::append(s, static_cast<uint32_t>(v.as_int()));
         } else if (v.is_string() && uni::length(v.as_str()) == 1) {
           s = v.as_str();
@@ -524,13 +560,17 @@ Spec parse_spec(const std::string& s) {
     sp.zero = true;
     ++i;
   }
-  while (i < rest.size() && rest[i] >= '0' && rest[i] <= '9')
-    sp.width = (sp.width < 0 ? 0 : sp.width * 10) + (rest[i++] - '0');
+  while (i < rest.size() && rest[i] >= '0' && rest[i] <= '9') {
+    if (sp.width < 0) sp.width = 0;
+    add_digit(sp.width, rest[i++]);
+  }
+  check_width(sp.width, "format width");
   if (i < rest.size() && (rest[i] == ',' || rest[i] == '_')) sp.grouping = rest[i++];
   if (i < rest.size() && rest[i] == '.') {
     ++i;
     sp.prec = 0;
-    while (i < rest.size() && rest[i] >= '0' && rest[i] <= '9') sp.prec = sp.prec * 10 + (rest[i++] - '0');
+    while (i < rest.size() && rest[i] >= '0' && rest[i] <= '9') add_digit(sp.prec, rest[i++]);
+    check_width(sp.prec, "format precision");
   }
   if (i < rest.size()) sp.type = rest[i++];
   if (i != rest.size()) raise("Invalid format specifier");
@@ -559,6 +599,7 @@ std::string apply_numeric(const Spec& sp, bool negative, std::string prefix, std
   if (align == '=') {
     const int64_t len = static_cast<int64_t>(uni::length(head) + uni::length(body));
     std::string mid;
+    check_string_size(static_cast<size_t>(std::max<int64_t>(sp.width, 0)) * fill.size(), "padding");
     for (int64_t k = len; k < sp.width; ++k) mid += fill;
     return head + mid + body;
   }
@@ -610,6 +651,7 @@ std::string format_value(const Value& v, const std::string& spec_str) {
         }
         case 'c': {
           std::string s;
+          if (x < 0 || x > 0x10FFFF) raise("%c arg not in range(0x110000)");
           uni::append(s, static_cast<uint32_t>(x));
           return pad(s, sp.width, sp.align ? sp.align : '<', sp.fill);
         }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "gemmatune/data/chat_template/limits.h"
 #include "gemmatune/data/chat_template/unicode.h"
 
 namespace gt::jinja {
@@ -12,6 +13,7 @@ namespace gt::jinja {
 void raise(std::string message) { throw RenderError{std::move(message)}; }
 
 Value Value::str(std::string s) {
+  check_string_size(s.size(), "string");
   Value v(kString);
   v.o_ = std::make_shared<StrObj>(std::move(s));
   return v;
@@ -40,6 +42,10 @@ Value Value::dict() {
 
 Value Value::from_json(const nlohmann::ordered_json& j) {
   using J = nlohmann::ordered_json;
+  if (j.is_structured()) {
+    NestGuard guard("a template variable");
+    return from_json_structured(j);
+  }
   switch (j.type()) {
     case J::value_t::null:
       return none();
@@ -56,13 +62,20 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
       return real(j.get<double>());
     case J::value_t::string:
       return str(j.get<std::string>());
-    case J::value_t::array: {
+    default:
+      return none();
+  }
+}
+
+Value Value::from_json_structured(const nlohmann::ordered_json& j) {
+  switch (j.type()) {
+    case nlohmann::ordered_json::value_t::array: {
       std::vector<Value> items;
       items.reserve(j.size());
       for (const auto& e : j) items.push_back(from_json(e));
       return list(std::move(items));
     }
-    case J::value_t::object: {
+    case nlohmann::ordered_json::value_t::object: {
       Value d = dict();
       auto& items = d.as_dict().items;
       items.reserve(j.size());
@@ -72,6 +85,53 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
     default:
       return none();
   }
+}
+
+// Containers free their items iteratively: a chain of lists nested a million deep (a loop can
+// build one) would otherwise overflow the stack in the chain of destructors.
+namespace {
+thread_local std::vector<Value>* t_graveyard = nullptr;
+
+void bury(std::vector<Value>& dead) {
+  if (t_graveyard) {  // an outer container's destructor is draining: hand the items to it
+    for (auto& v : dead)
+      if (v.ptr()) t_graveyard->push_back(std::move(v));
+    return;
+  }
+  std::vector<Value> grave;
+  for (auto& v : dead)
+    if (v.ptr()) grave.push_back(std::move(v));
+  t_graveyard = &grave;
+  while (!grave.empty()) {
+    Value v = std::move(grave.back());
+    grave.pop_back();
+    // v's destructor runs here; a container it frees pushes its items onto `grave`.
+  }
+  t_graveyard = nullptr;
+}
+}  // namespace
+
+ListObj::~ListObj() {
+  if (!items.empty()) bury(items);
+}
+
+DictObj::~DictObj() {
+  if (items.empty()) return;
+  std::vector<Value> dead;
+  dead.reserve(items.size() * 2);
+  for (auto& kv : items) {
+    dead.push_back(std::move(kv.first));
+    dead.push_back(std::move(kv.second));
+  }
+  bury(dead);
+}
+
+NamespaceObj::~NamespaceObj() {
+  if (attrs.empty()) return;
+  std::vector<Value> dead;
+  dead.reserve(attrs.size());
+  for (auto& kv : attrs) dead.push_back(std::move(kv.second));
+  bury(dead);
 }
 
 bool Value::is_tuple() const { return kind_ == kList && static_cast<const ListObj*>(o_.get())->tuple; }
@@ -289,12 +349,14 @@ namespace {
 void append_repr(std::string& out, const Value& v);
 
 void append_seq(std::string& out, const Value& v) {
+  NestGuard guard("str()");
   const ListObj& l = v.as_list();
   if (l.view) out += type_name(v) + "(";
   out.push_back(l.tuple ? '(' : '[');
   for (size_t k = 0; k < l.items.size(); ++k) {
     if (k) out += ", ";
     append_repr(out, l.items[k]);
+    check_string_size(out.size(), "str()");
   }
   if (l.tuple && l.items.size() == 1) out.push_back(',');
   out.push_back(l.tuple ? ')' : ']');
@@ -302,6 +364,7 @@ void append_seq(std::string& out, const Value& v) {
 }
 
 void append_dict(std::string& out, const Value& v) {
+  NestGuard guard("str()");
   out.push_back('{');
   bool first = true;
   for (const auto& kv : v.as_dict().items) {
@@ -310,6 +373,7 @@ void append_dict(std::string& out, const Value& v) {
     append_repr(out, kv.first);
     out += ": ";
     append_repr(out, kv.second);
+    check_string_size(out.size(), "str()");
   }
   out.push_back('}');
 }
@@ -358,6 +422,7 @@ void append_str(std::string& out, const Value& v) {
       append_dict(out, v);
       return;
     case Value::kNamespace: {
+      NestGuard guard("str()");
       out += "<Namespace {";
       bool first = true;
       for (const auto& kv : v.as_namespace().attrs) {
@@ -366,6 +431,7 @@ void append_str(std::string& out, const Value& v) {
         out += repr_string(kv.first);
         out += ": ";
         append_repr(out, kv.second);
+        check_string_size(out.size(), "str()");
       }
       out += "}>";
       return;
@@ -401,6 +467,7 @@ bool equal(const Value& a, const Value& b) {
     case Value::kString:
       return a.as_str() == b.as_str();
     case Value::kList: {
+      NestGuard guard("==");
       const ListObj& x = a.as_list();
       const ListObj& y = b.as_list();
       if (x.tuple != y.tuple || x.items.size() != y.items.size()) return false;
@@ -409,6 +476,7 @@ bool equal(const Value& a, const Value& b) {
       return true;
     }
     case Value::kDict: {
+      NestGuard guard("==");
       const DictObj& x = a.as_dict();
       const DictObj& y = b.as_dict();
       if (x.items.size() != y.items.size()) return false;
@@ -432,6 +500,7 @@ bool less(const Value& a, const Value& b) {
   }
   if (a.is_string() && b.is_string()) return a.as_str() < b.as_str();  // UTF-8 order = code point order
   if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+    NestGuard guard("<");
     const auto& x = a.as_list().items;
     const auto& y = b.as_list().items;
     for (size_t k = 0; k < x.size() && k < y.size(); ++k) {
@@ -444,11 +513,13 @@ bool less(const Value& a, const Value& b) {
 
 bool hashable(const Value& v) {
   switch (v.kind()) {
-    case Value::kList:
+    case Value::kList: {
       if (!v.is_tuple()) return false;
+      NestGuard guard("hash()");
       for (const auto& x : v.as_list().items)
         if (!hashable(x)) return false;
       return true;
+    }
     case Value::kDict:
       return false;
     default:
@@ -461,8 +532,10 @@ std::vector<Value> iterate(const Value& v) {
     case Value::kUndefined:
       return {};
     case Value::kList:
+      charge(v.as_list().items.size());
       return v.as_list().items;
     case Value::kDict: {
+      charge(v.as_dict().items.size());
       std::vector<Value> keys;
       keys.reserve(v.as_dict().items.size());
       for (const auto& kv : v.as_dict().items) keys.push_back(kv.first);
@@ -471,6 +544,8 @@ std::vector<Value> iterate(const Value& v) {
     case Value::kString: {
       std::vector<Value> chars;
       const std::string& s = v.as_str();
+      check_items(s.size(), "iterating over a string");  // bytes bound the characters
+      charge(s.size());
       chars.reserve(s.size());
       for (size_t i = 0; i < s.size();) {
         const size_t b = i;
@@ -564,6 +639,7 @@ std::string json_float(double d) {
 }
 
 void json_dump(std::string& out, const Value& v, const JsonOptions& opt, int level) {
+  check_string_size(out.size(), "tojson");
   switch (v.kind()) {
     case Value::kNone:
       out += "null";
@@ -581,6 +657,7 @@ void json_dump(std::string& out, const Value& v, const JsonOptions& opt, int lev
       json_string(out, v.as_str(), opt.ensure_ascii);
       return;
     case Value::kList: {
+      NestGuard guard("tojson");
       if (v.as_list().view) raise("Object of type " + type_name(v) + " is not JSON serializable");
       const auto& items = v.as_list().items;
       if (items.empty()) {
@@ -590,6 +667,7 @@ void json_dump(std::string& out, const Value& v, const JsonOptions& opt, int lev
       out.push_back('[');
       std::string nl;
       if (opt.has_indent) {
+        check_string_size(opt.indent.size() * static_cast<size_t>(level + 1), "tojson indent");
         nl = "\n";
         for (int k = 0; k <= level; ++k) nl += opt.indent;
         out += nl;
@@ -609,6 +687,7 @@ void json_dump(std::string& out, const Value& v, const JsonOptions& opt, int lev
       return;
     }
     case Value::kDict: {
+      NestGuard guard("tojson");
       std::vector<std::pair<Value, Value>> items = v.as_dict().items;
       if (items.empty()) {
         out += "{}";
@@ -621,6 +700,7 @@ void json_dump(std::string& out, const Value& v, const JsonOptions& opt, int lev
       out.push_back('{');
       std::string nl;
       if (opt.has_indent) {
+        check_string_size(opt.indent.size() * static_cast<size_t>(level + 1), "tojson indent");
         nl = "\n";
         for (int k = 0; k <= level; ++k) nl += opt.indent;
         out += nl;

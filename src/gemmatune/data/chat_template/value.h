@@ -94,6 +94,7 @@ class Value {
 
  private:
   explicit Value(Kind k) : kind_(k), i_(0) {}
+  static Value from_json_structured(const nlohmann::ordered_json& j);  // array or object
   Kind kind_;
   union {
     bool b_;
@@ -108,17 +109,20 @@ struct StrObj : Object {
   explicit StrObj(std::string v) : s(std::move(v)) {}
 };
 struct ListObj : Object {
+  ~ListObj() override;
   std::vector<Value> items;
   bool tuple = false;
   uint8_t view = 0;  // 1, 2, 3: the result of dict.items()/keys()/values() (printed as such, not indexable)
 };
 struct DictObj : Object {
+  ~DictObj() override;
   std::vector<std::pair<Value, Value>> items;  // insertion order, like a Python dict
   const Value* find(const Value& key) const;
   const Value* find(std::string_view key) const;
   void set(const Value& key, Value v);
 };
 struct NamespaceObj : Object {
+  ~NamespaceObj() override;
   std::vector<std::pair<std::string, Value>> attrs;
   const Value* find(std::string_view name) const;
   void set(const std::string& name, Value v);
