@@ -26,7 +26,11 @@ if [ -z "$CXX_CLANG" ]; then
   exit 1
 fi
 cmake -S fuzz -B build-fuzz -DCMAKE_CXX_COMPILER="$CXX_CLANG" >/dev/null
-cmake --build build-fuzz -j"$(nproc)" >/dev/null
+if ! cmake --build build-fuzz -j"$(nproc)" >build-fuzz/build.log 2>&1; then
+  tail -n 60 build-fuzz/build.log
+  echo "fuzz.sh: building the fuzz targets failed (full log: build-fuzz/build.log)" >&2
+  exit 1
+fi
 
 # Seeds: the repository's files, one input per file (JSONL test files also one line per input).
 seed_jinja() {
