@@ -20,7 +20,7 @@ int run(int argc, char** argv) {
   if (a.finish()) {
     std::printf("\ntraining options (in the run config, or as key=value):\n");
     for (const auto& f : TrainOptions::fields())
-      std::printf("  %-20s %s (default: %s)\n", f.name.c_str(), f.help.c_str(), f.def.empty() ? "none" : f.def.c_str());
+      std::printf("  %-26s %s (default: %s)\n", f.name.c_str(), f.help.c_str(), f.def.empty() ? "none" : f.def.c_str());
     return 0;
   }
   TrainOptions o;
