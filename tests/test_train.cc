@@ -139,6 +139,7 @@ TEST(Train, KillDuringCheckpointKeepsTheLatestValid) {
   std::system(("rm -rf '" + out + "'").c_str());
   tiny_model();
   // Kill the trainer (a separate process, checkpointing every step) at several moments.
+  std::string before;  // the latest checkpoint before this round ("" sorts before every name)
   for (int round = 0; round < 4; ++round) {
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
@@ -149,11 +150,24 @@ TEST(Train, KillDuringCheckpointKeepsTheLatestValid) {
             round == 0 ? "resume=false" : "resume=true", static_cast<char*>(nullptr));
       _exit(127);
     }
-    usleep(useconds_t(1500000 + 350000 * round));
-    kill(pid, SIGKILL);
+    // Wait (bounded) until this run has written a checkpoint of its own, however fast or slow the
+    // host, then kill it a little later each round: the kill lands at different moments of the
+    // save-every-step cycle, including inside a checkpoint write.
     int st = 0;
+    bool exited = false;
+    for (int waited_ms = 0; waited_ms < 180000 && latest_checkpoint(out) <= before; waited_ms += 5) {
+      if (waitpid(pid, &st, WNOHANG) == pid) {
+        exited = true;
+        break;
+      }
+      usleep(5000);
+    }
+    ASSERT_FALSE(exited) << "the trainer exited on its own in round " << round << " (status " << st << ")";
+    usleep(useconds_t(20000 + 37000 * round));
+    kill(pid, SIGKILL);
     waitpid(pid, &st, 0);
     const std::string ck = latest_checkpoint(out);
+    before = ck;
     ASSERT_FALSE(ck.empty()) << "no complete checkpoint after round " << round;
     Model m = Model::load(tiny_model());
     LoraConfig lc = default_lora_config(m);

@@ -17,6 +17,7 @@ int run(int argc, char** argv) {
   const std::string data = a.str("data", "", "training data (JSONL file or folder; same as data=...)");
   const std::string config = a.str("config", "", "YAML run config (option: value)");
   const bool resume = a.flag("resume", "continue from the latest checkpoint in --out");
+  const std::string threads = a.str("threads", "", "worker threads (same as threads=...; 0 = all cores)");
   if (a.finish()) {
     std::printf("\ntraining options (in the run config, or as key=value):\n");
     for (const auto& f : TrainOptions::fields())
@@ -31,6 +32,7 @@ int run(int argc, char** argv) {
     o.set(kv.substr(0, eq), kv.substr(eq + 1), "command line");
   }
   if (!data.empty()) o.set("data", data, "--data");
+  if (!threads.empty()) o.set("threads", threads, "--threads");
   if (resume) o.resume = true;
   TrainSummary s = train(model, out, o);
   return s.steps > 0 ? 0 : 1;

@@ -21,7 +21,7 @@ std::vector<std::string> preset_names() {
 
 namespace {
 
-json gemma3(int64_t L, int64_t H, int64_t I, int64_t nH, int64_t nKV, int64_t hd, int64_t W, double qpas, int64_t V,
+json gemma3(int64_t L, int64_t H, int64_t I, int64_t nH, int64_t nKV, int64_t hd, int64_t W, int64_t qpas, int64_t V,
             bool linear_scaling) {
   json j = {{"architectures", {"Gemma3ForCausalLM"}},
             {"model_type", "gemma3_text"},
@@ -241,8 +241,7 @@ int64_t init_model(const InitOptions& o) {
   t["dtype"] = o.dtype == "bf16" ? "bfloat16" : "float32";
   if (cfg.contains("text_config")) cfg["dtype"] = t["dtype"];
   ModelConfig c = parse_config(cfg, "preset " + o.preset);
-  ::mkdir(o.out_dir.c_str(), 0755);
-  if (!is_directory(o.out_dir)) fail("init-model: cannot create output folder ", o.out_dir);
+  make_dirs(o.out_dir);
 
   const DType dt = o.dtype == "bf16" ? DType::BF16 : DType::F32;
   auto plan = plan_tensors(c);

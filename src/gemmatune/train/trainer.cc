@@ -201,7 +201,7 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
   if (o.grad_accum < 1 || o.batch_rows < 1 || o.max_len < 2) fail("train: grad_accum, batch_rows must be >= 1 and max_len >= 2");
   if (o.threads > 0) omp_set_num_threads(int(o.threads));
   lr_at(o, 0, 1);  // validates the schedule name
-  ::mkdir(out_dir.c_str(), 0755);
+  make_dirs(out_dir);
   if (!is_directory(out_dir)) fail("train: cannot create the output folder ", out_dir);
 
   Model model = Model::load(model_dir);

@@ -37,6 +37,14 @@ bool is_directory(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+void make_dirs(const std::string& path) {
+  if (path.empty() || is_directory(path)) return;
+  const size_t slash = path.find_last_of('/', path.size() > 1 ? path.size() - 2 : 0);
+  if (slash != std::string::npos && slash > 0) make_dirs(path.substr(0, slash));
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) fail("cannot create folder ", path, ": ", std::strerror(errno));
+  if (!is_directory(path)) fail("cannot create folder ", path, ": a file of that name exists");
+}
+
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open ", path, ": ", std::strerror(errno));

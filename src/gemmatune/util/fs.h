@@ -10,6 +10,8 @@ namespace gt {
 std::string read_file(const std::string& path);
 bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
+// Creates `path` and its missing parents (mkdir -p); fails with the folder and the reason.
+void make_dirs(const std::string& path);
 
 // A read-only mapping of a whole file. Pages are touched only when read.
 class MappedFile {
