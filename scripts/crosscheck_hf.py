@@ -42,8 +42,8 @@ PRESETS = {
     "gemma3-270m": (["--layers", "6", "--vocab", "2048"], False),
     "gemma3-1b": (["--layers", "6", "--vocab", "2048"], False),
     "gemma3-4b": (["--layers", "2", "--vocab", "2048"], False),
-    "gemma4-e2b": (["--layers", "5", "--vocab", "2048"], False),
-    "gemma4-e4b": (["--layers", "6", "--vocab", "2048"], False),
+    "gemma4-e2b": (["--layers", "10", "--vocab", "2048"], False),  # 10 layers keep KV sharing
+    "gemma4-e4b": (["--layers", "12", "--vocab", "2048"], False),
     "gemma4-26b-a4b": (["--layers", "2", "--vocab", "2048"], False),
     "gemma4-31b": (["--layers", "2", "--vocab", "2048"], False),
 }

@@ -116,6 +116,21 @@ void override_layers(json& root, int64_t layers, int pattern) {
   for (int64_t i = 0; i < layers; ++i)
     types.push_back((i + 1) % pattern && !(g4 && i == layers - 1) ? "sliding_attention" : "full_attention");
   t["layer_types"] = types;
+  // A KV-shared layer takes K/V from the last non-shared layer of its type: fewer shared layers
+  // when the scaled-down non-shared prefix lacks a type that the shared suffix has.
+  if (t.contains("num_kv_shared_layers")) {
+    int64_t nsh = t["num_kv_shared_layers"].get<int64_t>();
+    auto has_donors = [&](int64_t shared) {
+      for (int64_t i = layers - shared; i < layers; ++i) {
+        bool found = false;
+        for (int64_t j = 0; j < layers - shared && !found; ++j) found = types[size_t(j)] == types[size_t(i)];
+        if (!found) return false;
+      }
+      return true;
+    };
+    while (nsh > 0 && !has_donors(nsh)) --nsh;
+    t["num_kv_shared_layers"] = nsh;
+  }
 }
 
 }  // namespace
