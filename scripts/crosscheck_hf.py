@@ -130,10 +130,16 @@ def hf_logits(model, ids):
 
 
 def hf_greedy(model, prompt, steps):
+    """Plain argmax decoding for `steps` tokens (no eos handling, no logits processors), with the cache."""
     with torch.no_grad():
-        out = model.generate(input_ids=torch.tensor(prompt, dtype=torch.long), max_new_tokens=steps, do_sample=False,
-                             min_new_tokens=steps, pad_token_id=0)
-    return out[:, len(prompt[0]):].numpy()
+        ids = torch.tensor(prompt, dtype=torch.long)
+        out = model(input_ids=ids, use_cache=True)
+        picked = []
+        for _ in range(steps):
+            nxt = out.logits[:, -1, :].argmax(-1, keepdim=True)
+            picked.append(nxt)
+            out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+    return torch.cat(picked, dim=1).numpy()
 
 
 def make_fixture(work, model_dir, ids, prompt, steps, adapter=None):
@@ -189,6 +195,16 @@ def one_preset(gt, preset, work, steps):
     if not trainable:
         return
 
+    # The bf16 folder (init-model's default dtype): loads, and computes the same in f32 over bf16 weights.
+    bdir = os.path.join(d, "model-bf16")
+    run([gt, "init-model", "--preset", preset, "--out", bdir, "--seed", "7"] + extra)
+    check_config_types(bdir, preset + " bf16")
+    bm, missing, unexpected = load_hf(bdir)
+    check(not missing and not unexpected, f"{preset}: transformers loads the bf16 folder")
+    g = ours(gt, make_fixture(d, bdir, ids, prompt, steps), "forward", d)
+    compare_logits(preset + " bf16", g["logits"], hf_logits(bm, ids))
+    del bm
+
     # Adapter written by `train` -> PEFT.
     run_dir = os.path.join(d, "run")
     data = os.path.join(ROOT, "examples", "demo_chat.jsonl")
@@ -222,12 +238,42 @@ def one_preset(gt, preset, work, steps):
     compare_logits(preset + " merged vs PEFT", hf_logits(mm, ids), peft_logits)
 
 
+def demo_check(gt, demo):
+    """The quick-start demo (scripts/demo.sh): its adapter through PEFT and its merged folder answer the
+    trained question with the same greedy tokens as `gemmatune generate`."""
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerFast
+
+    mdir, adir = os.path.join(demo, "tiny-gemma3"), os.path.join(demo, "run", "adapter")
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(mdir, "tokenizer.json"))
+    tok.chat_template = open(os.path.join(mdir, "chat_template.jinja")).read()
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                     tokenize=False, add_generation_prompt=True)
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    n = 12
+    out = run([gt, "generate", "--model", mdir, "--adapter", adir, "--prompt-ids", ",".join(map(str, ids)),
+               "--greedy", "--max-new-tokens", str(n), "--ignore-eos", "--show-special"])
+    base, _, _ = load_hf(mdir)
+    pm = PeftModel.from_pretrained(base, adir).eval()
+    peft_ids = hf_greedy(pm, [ids], n)[0].tolist()
+    text = tok.decode(peft_ids)
+    check(out.startswith(text), f"demo: PEFT greedy text {text!r} equals gemmatune generate's {out[:len(text) + 10]!r}")
+    check("Paris" in text, "demo: the adapter through PEFT gives the trained answer")
+    merged = os.path.join(demo, "crosscheck-merged")
+    run([gt, "merge", "--model", mdir, "--adapter", adir, "--out", merged, "--force"])
+    mm, missing, unexpected = load_hf(merged)
+    check(not missing and not unexpected, "demo: transformers loads the merged folder")
+    merged_ids = hf_greedy(mm, [ids], n)[0].tolist()
+    check(merged_ids == peft_ids, f"demo: merged folder greedy tokens equal PEFT's ({tok.decode(merged_ids)!r})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gemmatune", default=os.path.join(ROOT, "build", "gemmatune"))
     ap.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: all)")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--steps", type=int, default=6, help="greedy tokens compared")
+    ap.add_argument("--demo", default=None, help="also check the quick-start demo folder (build/demo after scripts/demo.sh)")
     a = ap.parse_args()
     import peft
     import transformers
@@ -239,7 +285,12 @@ def main():
     tok = os.path.join(work, "tokenizer.json")
     if not os.path.exists(tok):
         subprocess.run(f"xz -dc '{ROOT}/tests/data/assets/gemma3_tokenizer.json.xz' > '{tok}'", shell=True, check=True)
-    for p in a.presets.split(","):
+    if a.demo:
+        try:
+            demo_check(a.gemmatune, a.demo)
+        except Exception as e:  # noqa: BLE001
+            check(False, f"demo: {type(e).__name__}: {e}")
+    for p in [p for p in a.presets.split(",") if p]:
         if p not in PRESETS:
             sys.exit(f"unknown preset {p}; known: {', '.join(PRESETS)}")
         try:
