@@ -44,6 +44,37 @@ def q4_k_blocks(rng, n_blocks):
     return b
 
 
+def small_gguf(path, rng):
+    """A small GGUF file written by the gguf package's GGUFWriter: metadata of every value type and
+    tensors of the types we read, for tests/test_gguf.cc."""
+    w = gguf.GGUFWriter(path, arch="gemma3")
+    w.add_uint8("t.u8", 200)
+    w.add_int8("t.i8", -100)
+    w.add_uint16("t.u16", 60000)
+    w.add_int16("t.i16", -30000)
+    w.add_uint32("t.u32", 4000000000)
+    w.add_int32("t.i32", -2000000000)
+    w.add_float32("t.f32", 0.125)
+    w.add_uint64("t.u64", 2**63 + 5)
+    w.add_int64("t.i64", -(2**62))
+    w.add_float64("t.f64", 1e-300)
+    w.add_bool("t.bool", True)
+    w.add_string("t.str", "h\u00e9llo")
+    w.add_array("t.arr_str", ["a", "bb", "<start_of_turn>"])
+    w.add_array("t.arr_i32", [1, -2, 3])
+    w.add_context_length(32768)
+    x = np.arange(64 * 3, dtype=np.float32).reshape(3, 64) / 50 - 1.5
+    w.add_tensor("f32", x)
+    w.add_tensor("f16", x.astype(np.float16))
+    w.add_tensor("q8_0", gguf.quants.quantize(x, T.Q8_0), raw_dtype=T.Q8_0)
+    w.add_tensor("q4_0", gguf.quants.quantize(x, T.Q4_0), raw_dtype=T.Q4_0)
+    w.add_tensor("vec", np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "data", "quant", "ggml_vectors.safetensors"))
@@ -65,6 +96,7 @@ def main():
     save_file(out, a.out, metadata={"generator": f"gguf {gguf.__version__ if hasattr(gguf, '__version__') else ''} quants",
                                     "script": "scripts/gen_quant_vectors.py"})
     print(a.out, {k: v.shape for k, v in out.items()})
+    small_gguf(os.path.join(os.path.dirname(a.out), "small.gguf"), rng)
 
 
 if __name__ == "__main__":
