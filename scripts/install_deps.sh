@@ -2,7 +2,9 @@
 # Installs the Debian packages gemmatune needs to build and test (see README "Dependencies").
 set -euo pipefail
 # clang + libclang-rt-14-dev (libFuzzer and the sanitizer runtimes): the fuzz targets (scripts/fuzz.sh).
-PKGS=(g++ cmake make libdnnl-dev nlohmann-json3-dev libyaml-cpp-dev libgtest-dev xz-utils clang libclang-rt-14-dev)
+# openmpi-bin + libopenmpi-dev: data-parallel training (dist/); the build works without them (single process).
+PKGS=(g++ cmake make libdnnl-dev nlohmann-json3-dev libyaml-cpp-dev libgtest-dev xz-utils clang libclang-rt-14-dev
+      openmpi-bin libopenmpi-dev)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 missing=()
