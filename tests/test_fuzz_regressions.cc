@@ -332,6 +332,12 @@ TEST(FuzzAdapter, CatastrophicRegexesMatchInPolynomialTime) {
   // The usual PEFT patterns keep their meaning.
   std::string d = edited_adapter("regex_ok", [](json& c) { c["target_modules"] = "^(?!.*vision).*\\.(q|k|v|o|gate|up|down)_proj$"; });
   EXPECT_EQ(Adapter::load_peft(d, m).modules.size(), 7u * 7u);
+  // So are patterns over 4 kB (a 14 kB alternation took seconds).
+  std::string alternation = "a";
+  while (alternation.size() <= 4096) alternation += "|a";
+  d = edited_adapter("regex_long", [&](json& c) { c["target_modules"] = alternation; });
+  EXPECT_TRUE(contains(error_of([&] { Adapter::load_peft(d, m); }), "characters; at most 4096 are accepted"))
+      << error_of([&] { Adapter::load_peft(d, m); });
   // Back-references are refused with the reason.
   d = edited_adapter("regex_backref", [](json& c) { c["target_modules"] = "(q)_\\1"; });
   EXPECT_TRUE(contains(error_of([&] { Adapter::load_peft(d, m); }), "not a valid regular expression")) << error_of([&] { Adapter::load_peft(d, m); });

@@ -36,6 +36,8 @@ constexpr auto kRegexFlags = std::regex::ECMAScript | std::regex_constants::__po
 constexpr auto kRegexFlags = std::regex::ECMAScript;
 #endif
 
+constexpr size_t kMaxRegexLength = 4096;
+
 // Compiled regexes are cached: the same few patterns are matched against hundreds of paths. The
 // cache is small and bounded (emptied when full): a process that sees many patterns (a long-running
 // tool, the fuzzer) must not grow without limit. Entries are shared, so emptying it never pulls a
@@ -46,6 +48,11 @@ std::shared_ptr<const std::regex> cached_regex(const std::string& pattern, const
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(pattern);
   if (it != cache.end()) return it->second;
+  // Matching time grows with the pattern's size (a 14 kB alternation took seconds over a small
+  // model's modules); real module patterns are well under a kilobyte.
+  if (pattern.size() > kMaxRegexLength)
+    fail(what, " is a regular expression of ", pattern.size(), " characters; at most ", kMaxRegexLength,
+         " are accepted");
   std::shared_ptr<const std::regex> re;
   try {
     re = std::make_shared<const std::regex>(pattern, kRegexFlags);
@@ -53,7 +60,7 @@ std::shared_ptr<const std::regex> cached_regex(const std::string& pattern, const
     fail(what, " '", pattern, "' is not a valid regular expression (ECMAScript syntax, as Python re for the usual "
          "patterns): ", e.what());
   }
-  if (cache.size() >= 64) cache.clear();
+  if (cache.size() >= 1024) cache.clear();
   cache.emplace(pattern, re);
   return re;
 }
