@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz_files.h"
+#include "gemmatune/io/safetensors.h"
 #include "gemmatune/lora/adapter.h"
 #include "gemmatune/model/model.h"
 #include "gemmatune/model/presets.h"
@@ -64,12 +65,29 @@ std::string seed_input(char selector, const std::string& adapter_dir) {
          std::string(gt_fuzz::kFileSeparator) + gt::read_file(adapter_dir + "/adapter_model.safetensors");
 }
 
+// Rewrites a safetensors file with its F32 tensors in BF16.
+void to_bf16(const std::string& path) {
+  std::vector<std::vector<uint16_t>> keep;
+  std::vector<gt::TensorOut> ts;
+  {
+    gt::SafetensorsFile f(path);
+    keep.reserve(f.tensors().size());
+    for (const auto& [name, v] : f.tensors()) {
+      std::vector<uint16_t> h;
+      for (float x : v.to_floats()) h.push_back(gt::f32_to_bf16(x));
+      keep.push_back(std::move(h));
+      ts.push_back(gt::TensorOut{name, gt::DType::BF16, v.shape, keep.back().data(), keep.back().size() * 2});
+    }
+  }
+  gt::write_safetensors(path, ts);
+}
+
 void write_seeds(const std::string& out) {
   const nlohmann::json configs[] = {
       {{"r", 1}, {"lora_alpha", 2}, {"target_modules", {"q_proj", "o_proj"}}, {"layers_to_transform", {0}}},
       {{"r", 2}, {"lora_alpha", 4}, {"use_rslora", true}, {"target_modules", ".*\\.layers\\.1\\.(self_attn|mlp)\\.(v|k|down)_proj"}},
       {{"r", 1}, {"lora_alpha", 16}, {"target_modules", "all-linear"}, {"rank_pattern", {{"q_proj", 2}}},
-       {"alpha_pattern", {{"down_proj", 3}}}, {"exclude_modules", {"gate_proj", "up_proj"}}},
+       {"alpha_pattern", {{"down_proj", 3}}}, {"exclude_modules", ".*layers\\.([1-9]|0\\.mlp).*"}},
       {{"r", 1}, {"lora_alpha", 1}, {"target_modules", {"decoder/layers_0/mlp/wo", "self_attention/query"}}},
       {{"r", 1}, {"lora_alpha", 8}, {"target_modules", {"o_proj"}},
        {"target_parameters", {"experts.gate_up_proj", "experts.down_proj"}}, {"layers_to_transform", {1}}},
@@ -83,6 +101,7 @@ void write_seeds(const std::string& out) {
         gt::Adapter a = gt::Adapter::create(m, c, uint64_t(n));
         const std::string dir = gt_fuzz::fresh_dir("seed-adapter");
         a.save_peft(dir, m.dir());
+        if (&cj != &configs[0]) to_bf16(dir + "/adapter_model.safetensors");  // F32 and BF16 seeds; smaller
         gt_fuzz::write_bytes(out + "/adapter-" + std::to_string(n++), seed_input(char('0' + mi), dir));
       } catch (const gt::Error&) {
         // a config that does not apply to this model (e.g. experts on a dense one)

@@ -5,7 +5,6 @@
 // (or, for the alignment case, reads correctly).
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -318,7 +317,7 @@ TEST(FuzzAdapter, CatastrophicRegexesMatchInPolynomialTime) {
   // std::regex's backtracking matcher took hours on "(.*)*x" against one module path (a hang of
   // `chat --adapter` on a hostile adapter_config.json); patterns now match in polynomial time.
   Model m = Model::load(test::fixture("gemma3_causal") + "/model");
-  const auto t0 = std::chrono::steady_clock::now();
+  // (No timing assertion: with the old matcher this loop runs for hours, into ctest's timeout.)
   for (const char* re : {"(.*)*x", "((.*)*)*x", "(.*.*.*.*)*z", "(.|..)*x", "(.*){20}x"}) {
     SCOPED_TRACE(re);
     std::string d = edited_adapter("redos", [&](json& c) { c["target_modules"] = re; });
@@ -328,7 +327,6 @@ TEST(FuzzAdapter, CatastrophicRegexesMatchInPolynomialTime) {
     Adapter a = Adapter::load_peft(d, m);  // the pattern matches no module: r stays 8
     EXPECT_EQ(a.modules.at(0).r, 8);
   }
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);
   // The usual PEFT patterns keep their meaning.
   std::string d = edited_adapter("regex_ok", [](json& c) { c["target_modules"] = "^(?!.*vision).*\\.(q|k|v|o|gate|up|down)_proj$"; });
   EXPECT_EQ(Adapter::load_peft(d, m).modules.size(), 7u * 7u);
