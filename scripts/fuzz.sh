@@ -71,7 +71,7 @@ for t in "${TARGETS[@]}"; do
     safetensors) max_len=4096; dict=fuzz/safetensors.dict ;;  # seeds: hand-made files of 64-716 bytes
     config) max_len=4096; dict=fuzz/config.dict ;;  # real config.json files are 1-3 kB
     tokenizer) max_len=8192; dict=fuzz/tokenizer.dict ;;  # seeds: tiny tokenizers of 0.2-2.3 kB
-    adapter) max_len=16384; dict=fuzz/adapter.dict ;;  # seeds: adapters of the tiny models, 2-15 kB
+    adapter) max_len=16384; dict=fuzz/adapter.dict ;;  # seeds: adapters of the tiny models, 2.5-10 kB
     *) echo "fuzz.sh: unknown target '$t' (${ALL_TARGETS[*]})" >&2; exit 2 ;;
   esac
   run=build-fuzz/run/$t
