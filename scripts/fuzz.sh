@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (fuzz/) with clang into ./build-fuzz and runs each for a while.
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     SECONDS per target (default 30); TARGET: jinja, jsonl
-#                                             (default both)
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     SECONDS per target (default 30); TARGET: jinja, jsonl,
+#                                             safetensors, config, tokenizer, adapter (default all)
 # Environment: FUZZ_KEEP_CORPUS=1 keeps build-fuzz/run/<target>/corpus from the last run instead of
 # starting again from the seeds; FUZZ_ARGS adds libFuzzer flags (e.g. FUZZ_ARGS=-jobs=2).
 #
 # Each target runs in a scratch corpus (build-fuzz/run/<target>/corpus) filled from the seeds --
-# fuzz/seeds/<target>/ plus the chat templates and JSONL files the tests use -- so nothing in the
-# repository is modified. Prints per target the executions, exec/s, coverage, features and corpus
+# fuzz/seeds/<target>/ plus the chat templates, JSONL files and model configs the tests use, and for
+# adapter the adapters fuzz_adapter makes for its tiny models -- so nothing in the repository is
+# modified. Prints per target the executions, exec/s, coverage, features and corpus
 # size; exits non-zero when any target finds a crash, a leak, a timeout or runs out of memory, and
 # prints the path of the input that did it (replay: build-fuzz/fuzz_<target> <input>).
 set -euo pipefail
@@ -17,8 +18,9 @@ ROOT=$PWD
 SECONDS_PER_TARGET=${1:-30}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(jinja jsonl)
-case $SECONDS_PER_TARGET in '' | *[!0-9]*) echo "usage: $0 [SECONDS] [jinja|jsonl ...]" >&2; exit 2 ;; esac
+ALL_TARGETS=(jinja jsonl safetensors config tokenizer adapter)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")
+case $SECONDS_PER_TARGET in '' | *[!0-9]*) echo "usage: $0 [SECONDS] [${ALL_TARGETS[*]} ...]" >&2; exit 2 ;; esac
 
 CXX_CLANG=${CXX_CLANG:-$(command -v clang++ || command -v clang++-14 || true)}
 if [ -z "$CXX_CLANG" ]; then
@@ -43,6 +45,22 @@ seed_jsonl() {
     awk -v dir="$1" -v base="$(basename "$f" .jsonl)" 'NF { print > (dir "/" base "-" NR ".jsonl"); close(dir "/" base "-" NR ".jsonl") }' "$f"
   done
 }
+seed_safetensors() {
+  cp fuzz/seeds/safetensors/* "$1"/
+}
+seed_config() {
+  cp fuzz/seeds/config/* "$1"/
+  local f
+  for f in tests/data/fixtures/*/model/config.json; do
+    cp "$f" "$1/$(basename "$(dirname "$(dirname "$f")")")-config.json"
+  done
+}
+seed_tokenizer() {
+  cp fuzz/seeds/tokenizer/* "$1"/
+}
+seed_adapter() {
+  GT_FUZZ_WRITE_SEEDS="$1" build-fuzz/fuzz_adapter
+}
 
 status=0
 summary=()
@@ -50,7 +68,11 @@ for t in "${TARGETS[@]}"; do
   case $t in
     jinja) max_len=20000; dict=fuzz/jinja.dict ;;  # the largest real Gemma template is ~19 kB
     jsonl) max_len=12288; dict=fuzz/jsonl.dict ;;  # the longest golden row is ~10 kB
-    *) echo "fuzz.sh: unknown target '$t' (jinja or jsonl)" >&2; exit 2 ;;
+    safetensors) max_len=4096; dict=fuzz/safetensors.dict ;;  # seeds: hand-made files of 64-716 bytes
+    config) max_len=4096; dict=fuzz/config.dict ;;  # real config.json files are 1-3 kB
+    tokenizer) max_len=8192; dict=fuzz/tokenizer.dict ;;  # seeds: tiny tokenizers of 0.2-2.3 kB
+    adapter) max_len=16384; dict=fuzz/adapter.dict ;;  # seeds: adapters of the tiny models, 2.5-10 kB
+    *) echo "fuzz.sh: unknown target '$t' (${ALL_TARGETS[*]})" >&2; exit 2 ;;
   esac
   run=build-fuzz/run/$t
   mkdir -p "$run/artifacts"

@@ -904,6 +904,8 @@ class Loader {
     merge_list_ = {};
   }
 
+  static constexpr size_t kMaxVocabHoles = size_t(1) << 16;
+
   void load_vocab(Scanner& s) {
     Vocab& v = t_.vocab;
     v.reserve(1 << 18, 1 << 22);
@@ -918,6 +920,11 @@ class Loader {
     v.build([&](int32_t a, int32_t b) {
       fail(origin_, ": model.vocab has the token '", v.at(a), "' twice (ids ", a, " and ", b, ")");
     });
+    // Per-id tables (about 40 bytes an id) are sized by the largest id: a few tokens with ids near
+    // 2^24 would take 700 MB and seconds to load. Real vocabularies number their tokens densely.
+    if (v.id_limit() > 2 * v.count() + kMaxVocabHoles)
+      fail(origin_, ": model.vocab has ", v.count(), " tokens but ids up to ", v.id_limit() - 1,
+           " (more than ", kMaxVocabHoles, " unused ids; expected ids numbered from 0 without large gaps)");
   }
 
   // Merges are read in batches: the three vocabulary lookups of each merge are cache misses,

@@ -3,19 +3,24 @@
 #include <dirent.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <string_view>
 #include <nlohmann/json.hpp>
 
 #include "gemmatune/util/error.h"
+#include "gemmatune/util/json.h"
 
 namespace gt {
 
 using json = nlohmann::json;
 
 int64_t TensorView::numel() const {
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return n;
+  // Shapes are validated on load (the product fits in int64); unsigned arithmetic keeps a
+  // hand-made view from being undefined behaviour.
+  uint64_t n = 1;
+  for (auto d : shape) n *= uint64_t(d);
+  return int64_t(n);
 }
 
 std::string TensorView::shape_str() const {
@@ -38,12 +43,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   if (hlen > size - 8 || hlen > (uint64_t(100) << 20))
     fail(path, ": safetensors header length ", hlen, " does not fit in a file of ", size,
          " bytes (truncated or not a safetensors file)");
-  json header;
-  try {
-    header = json::parse(file_.data() + 8, file_.data() + 8 + hlen);
-  } catch (const std::exception& e) {
-    fail(path, ": safetensors header is not valid JSON: ", e.what());
-  }
+  const json header = parse_json_file(
+      std::string_view(reinterpret_cast<const char*>(file_.data()) + 8, size_t(hlen)), path + ": safetensors header");
   if (!header.is_object()) fail(path, ": safetensors header is not a JSON object");
   const uint8_t* base = file_.data() + 8 + hlen;
   const size_t data_size = size - 8 - hlen;
@@ -64,10 +65,20 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     std::string dt = t["dtype"].is_string() ? t["dtype"].get<std::string>() : "?";
     if (!dtype_from_name(dt, &v.dtype)) fail(path, ": tensor '", name, "' has unsupported dtype ", dt);
     if (!t["shape"].is_array()) fail(path, ": tensor '", name, "' shape is not a list");
+    // The element count and byte size are computed with overflow checks: a shape whose product wraps
+    // around could otherwise match a small (or empty) byte range.
+    uint64_t numel = 1;
+    bool overflow = false;
     for (const auto& d : t["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) fail(path, ": tensor '", name, "' has an invalid shape");
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        fail(path, ": tensor '", name, "' has an invalid shape ", t["shape"].dump(), " (expected non-negative integers)");
       v.shape.push_back(d.get<int64_t>());
+      // Every partial product must fit in int64 too: code multiplies leading dimensions in int64.
+      overflow = overflow || __builtin_mul_overflow(numel, uint64_t(v.shape.back()), &numel) || numel > uint64_t(INT64_MAX);
     }
+    uint64_t want = 0;
+    if (overflow || __builtin_mul_overflow(numel, uint64_t(dtype_size(v.dtype)), &want))
+      fail(path, ": tensor '", name, "' has shape ", v.shape_str(), ", whose size overflows 64 bits");
     const json& off = t["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
       fail(path, ": tensor '", name, "' data_offsets must be two non-negative integers");
@@ -76,13 +87,41 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
       fail(path, ": tensor '", name, "' data_offsets [", b, ", ", e, ") exceed the ", data_size,
            " data bytes of the file (truncated?)");
     v.nbytes = size_t(e - b);
-    uint64_t want = uint64_t(v.numel()) * dtype_size(v.dtype);
     if (want != v.nbytes)
       fail(path, ": tensor '", name, "' of shape ", v.shape_str(), " and dtype ", dt, " needs ", want,
            " bytes but its data_offsets span ", v.nbytes);
     v.data = base + b;
     tensors_.emplace(name, std::move(v));
   }
+  // Tensors must not share bytes (the safetensors format stores each one once; writers never overlap).
+  std::vector<const TensorView*> by_offset;
+  for (const auto& [name, v] : tensors_)
+    if (v.nbytes) by_offset.push_back(&v);
+  std::sort(by_offset.begin(), by_offset.end(), [](const TensorView* x, const TensorView* y) { return x->data < y->data; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const TensorView& p = *by_offset[i - 1];
+    const TensorView& q = *by_offset[i];
+    if (static_cast<const uint8_t*>(p.data) + p.nbytes > q.data)
+      fail(path, ": tensors '", p.name, "' and '", q.name, "' overlap (data_offsets [",
+           static_cast<const uint8_t*>(p.data) - base, ", ", static_cast<const uint8_t*>(p.data) - base + p.nbytes,
+           ") and [", static_cast<const uint8_t*>(q.data) - base, ", ",
+           static_cast<const uint8_t*>(q.data) - base + q.nbytes, "))");
+  }
+}
+
+// A relative path that stays inside its folder: not empty, not absolute, no "." or ".." component,
+// no NUL byte.
+static bool is_relative_inside(const std::string& f) {
+  if (f.empty() || f[0] == '/' || f.find('\0') != std::string::npos) return false;
+  size_t b = 0;
+  while (b <= f.size()) {
+    size_t e = f.find('/', b);
+    if (e == std::string::npos) e = f.size();
+    const std::string_view part(f.data() + b, e - b);
+    if (part.empty() || part == "." || part == "..") return false;
+    b = e + 1;
+  }
+  return true;
 }
 
 static std::vector<std::string> list_safetensors(const std::string& dir) {
@@ -117,16 +156,16 @@ TensorStore TensorStore::open_folder(const std::string& dir) {
   if (file_exists(dir + "/model.safetensors")) {
     shards.push_back("model.safetensors");
   } else if (file_exists(index_path)) {
-    json idx;
-    try {
-      idx = json::parse(read_file(index_path));
-    } catch (const nlohmann::json::exception& e) {
-      fail(index_path, ": not valid JSON: ", e.what());
-    }
+    const json idx = parse_json_file(read_file(index_path), index_path);
     if (!idx.contains("weight_map") || !idx["weight_map"].is_object())
       fail(index_path, ": missing the \"weight_map\" object");
     for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
       if (!it->is_string()) fail(index_path, ": weight_map entry for '", it.key(), "' is not a file name");
+      // Shards live in the model folder: an absolute path or a ".." could reach any file on the machine.
+      const std::string& f = it->get_ref<const std::string&>();
+      if (!is_relative_inside(f))
+        fail(index_path, ": weight_map maps tensor '", it.key(), "' to \"", f,
+             "\", which is not a file name inside the model folder");
       weight_map[it.key()] = it->get<std::string>();
       if (std::find(shards.begin(), shards.end(), it->get<std::string>()) == shards.end())
         shards.push_back(it->get<std::string>());

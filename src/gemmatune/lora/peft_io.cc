@@ -10,6 +10,7 @@
 #include "gemmatune/lora/peft_keys.h"
 #include "gemmatune/model/model.h"
 #include "gemmatune/util/error.h"
+#include "gemmatune/util/json.h"
 #include "gemmatune/util/fs.h"
 
 namespace gt {
@@ -34,6 +35,8 @@ bool is_empty_value(const json& v) {
   return v.is_null() || (v.is_boolean() && !v.get<bool>()) || (v.is_object() && v.empty()) ||
          (v.is_array() && v.empty());
 }
+
+constexpr int64_t kMaxRank = int64_t(1) << 20;
 
 const std::set<std::string>& ignored_fields() {
   // Informational, or only meaningful for options we reject anyway.
@@ -74,9 +77,14 @@ LoraConfig lora_config_from_peft_json(const json& j, const std::string& origin, 
 
   if (has("peft_type") && (!j["peft_type"].is_string() || j["peft_type"].get<std::string>() != "LORA"))
     fail(origin, ": peft_type is ", j["peft_type"].dump(), ", expected \"LORA\" (only LoRA adapters are supported)");
+  // Ranks are bounded so that r * num_experts * in_features stays far inside 64 bits (real ones are <= 1024).
+  auto rank = [&](const json& v) {
+    return v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(kMaxRank)) &&
+           v.get<int64_t>() > 0 && v.get<int64_t>() <= kMaxRank;
+  };
   if (has("r")) {
-    if (!j["r"].is_number_integer() || j["r"].get<int64_t>() <= 0)
-      fail(origin, ": \"r\" must be a positive integer, found ", j["r"].dump());
+    if (!rank(j["r"]))
+      fail(origin, ": \"r\" must be a positive integer (at most ", kMaxRank, "), found ", j["r"].dump());
     c.r = j["r"].get<int64_t>();
   }
   c.alpha = get_number("lora_alpha", c.alpha);
@@ -96,8 +104,9 @@ LoraConfig lora_config_from_peft_json(const json& j, const std::string& origin, 
   if (has("rank_pattern")) {
     if (!j["rank_pattern"].is_object()) fail(origin, ": \"rank_pattern\" must be an object, found ", j["rank_pattern"].dump());
     for (auto it = j["rank_pattern"].begin(); it != j["rank_pattern"].end(); ++it) {
-      if (!it->is_number_integer() || it->get<int64_t>() <= 0)
-        fail(origin, ": rank_pattern[\"", it.key(), "\"] must be a positive integer, found ", it->dump());
+      if (!rank(*it))
+        fail(origin, ": rank_pattern[\"", it.key(), "\"] must be a positive integer (at most ", kMaxRank, "), found ",
+             it->dump());
       c.rank_pattern[it.key()] = it->get<int64_t>();
     }
   }
@@ -264,12 +273,7 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
   const std::string w_path = dir + "/adapter_model.safetensors";
   if (!file_exists(cfg_path))
     fail(cfg_path, ": not found (a PEFT adapter folder holds adapter_config.json and adapter_model.safetensors)");
-  json j;
-  try {
-    j = json::parse(read_file(cfg_path));
-  } catch (const json::exception& e) {
-    fail(cfg_path, ": not valid JSON: ", e.what());
-  }
+  const json j = parse_json_file(read_file(cfg_path), cfg_path);
   Adapter a;
   a.config = lora_config_from_peft_json(j, cfg_path, &a.warnings);
   const LoraConfig& c = a.config;
@@ -366,6 +370,8 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
     const std::string num = rest.substr(7, d1 == std::string::npos ? std::string::npos : d1 - 7);
     if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos || d1 == std::string::npos)
       fail(w_path, ": key '", key, "' adapts '", mpath, "': expected layers.<index>.<module>");
+    if (num.size() > 9)
+      fail(w_path, ": key '", key, "' adapts ", mpath, " but ", m.dir(), " has ", mc.num_layers, " layers");
     const int64_t layer = std::stoll(num);
     const std::string leaf = rest.substr(d1 + 1);
     if (layer >= mc.num_layers)
@@ -444,7 +450,9 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
            "'s target_parameters (", json(c.target_parameters).dump(), ") selects neither gate_up_proj nor down_proj");
     const int n = int(chosen.size());
     std::vector<bool> used(size_t(n), false);
-    for (const auto& [depth, kp] : ek.by_depth) {
+    for (const auto& entry : ek.by_depth) {
+      const int depth = entry.first;
+      const KeyPair& kp = entry.second;  // not a structured binding: clang 14 (the fuzz build) cannot capture one
       auto fits = [&](int i) {
         const LoraTarget& t = *chosen[size_t(i)];
         const int64_t r = lora_rank_for(c, ppaths[size_t(i)]);

@@ -1,6 +1,7 @@
 #include "gemmatune/lora/targets.h"
 
 #include <cmath>
+#include <memory>
 #include <mutex>
 #include <regex>
 
@@ -24,23 +25,48 @@ bool all_digits(const std::string& s) {
   return true;
 }
 
-// Compiled regexes are cached: the same few patterns are matched against hundreds of paths.
-const std::regex& cached_regex(const std::string& pattern, const char* what) {
+// Patterns come from adapter_config.json files, i.e. from anyone. libstdc++'s default (backtracking)
+// matcher takes exponential time on patterns such as "(.*)*x" (hours for one module path);
+// its __polynomial mode matches with the NFA simulation instead (linear in the path for a given
+// pattern), with the same result for regex_match. It refuses back-references, which no module
+// pattern needs.
+#ifdef __GLIBCXX__
+constexpr auto kRegexFlags = std::regex::ECMAScript | std::regex_constants::__polynomial;
+#else
+constexpr auto kRegexFlags = std::regex::ECMAScript;
+#endif
+
+constexpr size_t kMaxRegexLength = 4096;
+
+// Compiled regexes are cached: the same few patterns are matched against hundreds of paths. The
+// cache is small and bounded (emptied when full): a process that sees many patterns (a long-running
+// tool, the fuzzer) must not grow without limit. Entries are shared, so emptying it never pulls a
+// regex from under a caller still matching with it.
+std::shared_ptr<const std::regex> cached_regex(const std::string& pattern, const char* what) {
   static std::mutex mu;
-  static std::map<std::string, std::regex> cache;
+  static std::map<std::string, std::shared_ptr<const std::regex>> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(pattern);
   if (it != cache.end()) return it->second;
+  // Matching time grows with the pattern's size (a 14 kB alternation took seconds over a small
+  // model's modules); real module patterns are well under a kilobyte.
+  if (pattern.size() > kMaxRegexLength)
+    fail(what, " is a regular expression of ", pattern.size(), " characters; at most ", kMaxRegexLength,
+         " are accepted");
+  std::shared_ptr<const std::regex> re;
   try {
-    return cache.emplace(pattern, std::regex(pattern, std::regex::ECMAScript)).first->second;
+    re = std::make_shared<const std::regex>(pattern, kRegexFlags);
   } catch (const std::regex_error& e) {
     fail(what, " '", pattern, "' is not a valid regular expression (ECMAScript syntax, as Python re for the usual "
          "patterns): ", e.what());
   }
+  if (cache.size() >= 1024) cache.clear();
+  cache.emplace(pattern, re);
+  return re;
 }
 
 bool full_match(const std::string& pattern, const std::string& s, const char* what) {
-  return std::regex_match(s, cached_regex(pattern, what));
+  return std::regex_match(s, *cached_regex(pattern, what));
 }
 
 const std::map<std::string, std::string>& maxtext_leaves() {

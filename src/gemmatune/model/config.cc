@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <tuple>
 
 #include "gemmatune/util/error.h"
+#include "gemmatune/util/json.h"
 #include "gemmatune/util/fs.h"
 
 namespace gt {
@@ -14,22 +17,44 @@ const char* attn_type_name(AttnType t) { return t == AttnType::Full ? "full_atte
 
 namespace {
 
+// Upper bounds on sizes (see parse_config).
+constexpr int64_t kMaxVocab = int64_t(1) << 24;
+constexpr int64_t kMaxWidth = int64_t(1) << 20;
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxHeads = 4096;
+constexpr int64_t kMaxHeadDim = 8192;
+constexpr int64_t kMaxExperts = 65536;
+
 struct Reader {
   const json& j;
   const std::string& origin;
 
   bool present(const char* k) const { return j.contains(k) && !j[k].is_null(); }
+  // Integers may be written as 2 or 2.0; a value outside int64 (which would not convert) is refused.
   int64_t i64(const char* k, int64_t def) const {
     if (!present(k)) return def;
-    if (!j[k].is_number()) fail(origin, ": field \"", k, "\" must be a number, got ", j[k].dump());
-    double v = j[k].get<double>();
-    if (v != std::floor(v)) fail(origin, ": field \"", k, "\" must be an integer, got ", j[k].dump());
-    return int64_t(v);
+    const json& v = j[k];
+    if (!v.is_number()) fail(origin, ": field \"", k, "\" must be a number, got ", v.dump());
+    if (v.is_number_unsigned()) {
+      if (v.get<uint64_t>() > uint64_t(INT64_MAX)) fail(origin, ": field \"", k, "\" is out of range: ", v.dump());
+      return int64_t(v.get<uint64_t>());
+    }
+    if (v.is_number_integer()) return v.get<int64_t>();
+    const double d = v.get<double>();
+    if (d != std::floor(d)) fail(origin, ": field \"", k, "\" must be an integer, got ", v.dump());
+    if (!(d >= -9.2e18 && d <= 9.2e18)) fail(origin, ": field \"", k, "\" is out of range: ", v.dump());
+    return int64_t(d);
   }
   double f64(const char* k, double def) const {
     if (!present(k)) return def;
     if (!j[k].is_number()) fail(origin, ": field \"", k, "\" must be a number, got ", j[k].dump());
     return j[k].get<double>();
+  }
+  // A number > 0 (RoPE theta, scalars): zero or a negative value would make NaNs or infinities.
+  double positive(const char* k, double def) const {
+    const double v = f64(k, def);
+    if (!(v > 0)) fail(origin, ": field \"", k, "\" must be positive, got ", j[k].dump());
+    return v;
   }
   bool boolean(const char* k, bool def) const {
     if (!present(k)) return def;
@@ -47,23 +72,34 @@ RopeParams parse_rope(const json& r, const std::string& origin, const std::strin
   if (!r.is_object()) fail(origin, ": ", where, " must be an object, got ", r.dump());
   Reader rd{r, origin};
   base.type = rd.string("rope_type", rd.string("type", base.type));
-  base.theta = rd.f64("rope_theta", base.theta);
+  base.theta = rd.positive("rope_theta", base.theta);
   base.factor = rd.f64("factor", base.factor);
   base.partial_rotary_factor = rd.f64("partial_rotary_factor", base.partial_rotary_factor);
+  if (!(base.partial_rotary_factor >= 0 && base.partial_rotary_factor <= 1))
+    fail(origin, ": ", where, " partial_rotary_factor must be in [0, 1], got ", base.partial_rotary_factor);
   if (base.type != "default" && base.type != "linear" && base.type != "proportional")
     fail(origin, ": ", where, " has rope_type \"", base.type, "\"; supported: default, linear, proportional");
   if (!(base.factor > 0)) fail(origin, ": ", where, " factor must be positive");
   return base;
 }
 
+// A token id: an integer in [0, 2^31) (ids are int32 throughout).
+int32_t token_id(const json& e, const std::string& origin, const char* field) {
+  if (!e.is_number_integer()) fail(origin, ": ", field, " must hold integers, got ", e.dump());
+  if (e.is_number_unsigned() ? e.get<uint64_t>() > uint64_t(INT32_MAX)
+                             : (e.get<int64_t>() < 0 || e.get<int64_t>() > INT32_MAX))
+    fail(origin, ": ", field, " ", e.dump(), " is not a token id (expected 0 .. ", INT32_MAX, ")");
+  return int32_t(e.get<int64_t>());
+}
+
 std::vector<int32_t> parse_ids(const json& v, const std::string& origin, const char* field) {
   std::vector<int32_t> out;
   if (v.is_number_integer()) {
-    out.push_back(v.get<int32_t>());
+    out.push_back(token_id(v, origin, field));
   } else if (v.is_array()) {
     for (const auto& e : v) {
       if (!e.is_number_integer()) fail(origin, ": ", field, " must hold integers, got ", v.dump());
-      out.push_back(e.get<int32_t>());
+      out.push_back(token_id(e, origin, field));
     }
   } else if (!v.is_null()) {
     fail(origin, ": ", field, " must be an integer or a list of integers, got ", v.dump());
@@ -146,7 +182,8 @@ ModelConfig parse_config(const json& root, const std::string& origin) {
   c.num_kv_heads = r.i64("num_key_value_heads", 4);
   c.head_dim = r.i64("head_dim", 256);
   c.rms_norm_eps = r.f64("rms_norm_eps", 1e-6);
-  c.query_pre_attn_scalar = r.f64("query_pre_attn_scalar", 256);
+  if (!(c.rms_norm_eps >= 0)) fail(origin, ": rms_norm_eps must not be negative, got ", c.rms_norm_eps);
+  c.query_pre_attn_scalar = r.positive("query_pre_attn_scalar", 256);
   c.sliding_window = r.i64("sliding_window", g4 ? 512 : 4096);
   c.hidden_activation = r.string("hidden_activation", r.string("hidden_act", "gelu_pytorch_tanh"));
   c.torch_dtype = r.string("dtype", r.string("torch_dtype", top.string("dtype", top.string("torch_dtype", ""))));
@@ -158,6 +195,14 @@ ModelConfig parse_config(const json& root, const std::string& origin) {
                          {"num_attention_heads", c.num_heads}, {"num_key_value_heads", c.num_kv_heads},
                          {"head_dim", c.head_dim}, {"sliding_window", c.sliding_window}})
     if (v <= 0) fail(origin, ": ", name, " must be positive, got ", v);
+  // Upper bounds far above every published Gemma (vocabulary 262k, hidden 5376, MLP 21504, 62 layers,
+  // 32 heads of 512) that keep every product of sizes the loader and the planner form inside 64 bits,
+  // and a nonsensical config from allocating per-layer tables before its tensors are even looked at.
+  for (auto [name, v, most] : {std::tuple{"vocab_size", c.vocab_size, kMaxVocab}, {"hidden_size", c.hidden_size, kMaxWidth},
+                               {"intermediate_size", c.intermediate_size, kMaxWidth},
+                               {"num_hidden_layers", c.num_layers, kMaxLayers}, {"num_attention_heads", c.num_heads, kMaxHeads},
+                               {"num_key_value_heads", c.num_kv_heads, kMaxHeads}, {"head_dim", c.head_dim, kMaxHeadDim}})
+    if (v > most) fail(origin, ": ", name, " ", v, " is larger than this engine supports (at most ", most, ")");
   if (c.num_heads % c.num_kv_heads != 0)
     fail(origin, ": num_attention_heads ", c.num_heads, " is not a multiple of num_key_value_heads ", c.num_kv_heads);
   if (c.hidden_activation != "gelu_pytorch_tanh" && c.hidden_activation != "gelu_new" && c.hidden_activation != "gelu_tanh")
@@ -175,6 +220,13 @@ ModelConfig parse_config(const json& root, const std::string& origin) {
     c.num_experts = r.i64("num_experts", 0);
     c.top_k_experts = r.i64("top_k_experts", 0);
     c.moe_intermediate_size = r.i64("moe_intermediate_size", 0);
+    for (auto [name, v, most] : {std::tuple{"global_head_dim", c.global_head_dim, kMaxHeadDim},
+                                 {"num_global_key_value_heads", c.num_global_kv_heads, kMaxHeads},
+                                 {"hidden_size_per_layer_input", c.hidden_size_per_layer_input, kMaxWidth},
+                                 {"vocab_size_per_layer_input", c.vocab_size_per_layer_input, kMaxVocab},
+                                 {"num_experts", c.num_experts, kMaxExperts}, {"top_k_experts", c.top_k_experts, kMaxExperts},
+                                 {"moe_intermediate_size", c.moe_intermediate_size, kMaxWidth}})
+      if (v < 0 || v > most) fail(origin, ": ", name, " ", v, " is out of range [0, ", most, "]");
     if (c.enable_moe_block && (c.num_experts <= 0 || c.top_k_experts <= 0 || c.moe_intermediate_size <= 0 ||
                                c.top_k_experts > c.num_experts))
       fail(origin, ": enable_moe_block needs num_experts, top_k_experts (<= num_experts) and moe_intermediate_size");
@@ -206,8 +258,8 @@ ModelConfig parse_config(const json& root, const std::string& origin) {
     c.rope_sliding = RopeParams{"default", 10000.0, 1.0, 1.0};
     c.rope_full = RopeParams{"proportional", 1000000.0, 1.0, 0.25};
   } else {
-    c.rope_sliding = RopeParams{"default", r.f64("rope_local_base_freq", 10000.0), 1.0, 1.0};
-    c.rope_full = RopeParams{"default", r.f64("rope_theta", 1000000.0), 1.0, 1.0};
+    c.rope_sliding = RopeParams{"default", r.positive("rope_local_base_freq", 10000.0), 1.0, 1.0};
+    c.rope_full = RopeParams{"default", r.positive("rope_theta", 1000000.0), 1.0, 1.0};
     if (r.present("rope_scaling")) c.rope_full = parse_rope(t["rope_scaling"], origin, "rope_scaling", c.rope_full);
   }
   if (r.present("rope_parameters")) {
@@ -229,21 +281,27 @@ ModelConfig parse_config(const json& root, const std::string& origin) {
     c.layer_head_dim_override.assign(size_t(c.num_layers), -1);
     c.layer_kv_heads_override.assign(size_t(c.num_layers), -1);
     for (auto it = pl.begin(); it != pl.end(); ++it) {
+      const std::string& key = it.key();
       int64_t li = -1;
-      try {
-        li = std::stoll(it.key());
-      } catch (...) {
-      }
-      if (li < 0 || li >= c.num_layers) fail(origin, ": per_layer_config key \"", it.key(), "\" is not a layer index");
+      if (!key.empty() && key.size() <= 9 && key.find_first_not_of("0123456789") == std::string::npos)
+        li = std::stoll(key);
+      if (li < 0 || li >= c.num_layers) fail(origin, ": per_layer_config key \"", key, "\" is not a layer index");
+      if (!it->is_object()) fail(origin, ": per_layer_config[\"", key, "\"] must be an object, got ", it->dump());
       Reader lr{*it, origin};
       c.layer_head_dim_override[size_t(li)] = lr.i64("head_dim", -1);
       c.layer_kv_heads_override[size_t(li)] = lr.i64("num_key_value_heads", -1);
+      if (c.layer_head_dim_override[size_t(li)] > kMaxHeadDim || c.layer_kv_heads_override[size_t(li)] > kMaxHeads)
+        fail(origin, ": per_layer_config[\"", key, "\"] has head_dim or num_key_value_heads larger than this engine "
+             "supports (at most ", kMaxHeadDim, " and ", kMaxHeads, ")");
     }
   }
 
   // Token ids: the top level (multimodal) lists the instruction-tuned stop ids.
-  c.bos_id = int32_t(r.i64("bos_token_id", 2));
-  c.pad_id = int32_t(r.i64("pad_token_id", 0));
+  for (auto [name, def, out] : {std::tuple{"bos_token_id", 2, &c.bos_id}, {"pad_token_id", 0, &c.pad_id}}) {
+    const int64_t id = r.i64(name, def);
+    if (id < 0 || id > INT32_MAX) fail(origin, ": ", name, " ", id, " is not a token id (expected 0 .. ", INT32_MAX, ")");
+    *out = int32_t(id);
+  }
   if (top.present("eos_token_id")) c.eos_ids = parse_ids(root["eos_token_id"], origin, "eos_token_id");
   else if (r.present("eos_token_id")) c.eos_ids = parse_ids(t["eos_token_id"], origin, "eos_token_id");
   else c.eos_ids = {1};
@@ -260,21 +318,11 @@ ModelConfig load_config(const std::string& model_dir) {
   if (!is_directory(model_dir)) fail("model folder ", model_dir, " does not exist or is not a directory");
   const std::string path = model_dir + "/config.json";
   if (!file_exists(path)) fail("model folder ", model_dir, " has no config.json");
-  json j;
-  try {
-    j = json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
+  const json j = parse_json_file(read_file(path), path);
   ModelConfig c = parse_config(j, path);
   const std::string gen = model_dir + "/generation_config.json";
   if (file_exists(gen)) {
-    json g;
-    try {
-      g = json::parse(read_file(gen));
-    } catch (const json::exception& e) {
-      fail(gen, ": not valid JSON: ", e.what());
-    }
+    const json g = parse_json_file(read_file(gen), gen);
     if (g.contains("eos_token_id")) {
       auto ids = parse_ids(g["eos_token_id"], gen, "eos_token_id");
       for (auto id : ids)

@@ -90,26 +90,35 @@ uint16_t f32_to_f16(float f) {
   return sign | uint16_t(exp << 10 | ((au >> 13) & 0x3ff));
 }
 
+// Elements are loaded with memcpy: a mapped tensor need not be aligned to its element size (a
+// safetensors header of any length, or an odd-sized tensor before it); the copies compile to plain loads.
 void to_f32(DType t, const void* src, float* dst, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(src);
   switch (t) {
     case DType::F32:
-      std::memcpy(dst, src, n * 4);
+      if (n) std::memcpy(dst, src, n * 4);
       return;
-    case DType::BF16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+    case DType::BF16:
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, b + 2 * i, 2);
+        dst[i] = bf16_to_f32(h);
+      }
       return;
-    }
-    case DType::F16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+    case DType::F16:
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, b + 2 * i, 2);
+        dst[i] = f16_to_f32(h);
+      }
       return;
-    }
-    case DType::F64: {
-      const double* s = static_cast<const double*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]);
+    case DType::F64:
+      for (size_t i = 0; i < n; ++i) {
+        double d;
+        std::memcpy(&d, b + 8 * i, 8);
+        dst[i] = float(d);
+      }
       return;
-    }
     default:
       break;
   }
