@@ -45,7 +45,7 @@ int run(int argc, char** argv) {
   std::unique_ptr<Adapter> adapter;
   if (!adapter_dir.empty()) {
     adapter = std::make_unique<Adapter>(Adapter::load_peft(adapter_dir, model));
-    dec.set_adapter(adapter.get(), float(adapter_scale));
+    dec.set_lora(bind_adapter(*adapter, model, float(adapter_scale)));
   }
   o.stop_ids = model.config().eos_ids;
   for (const char* t : {"<end_of_turn>", "<turn|>", "<eos>"}) {

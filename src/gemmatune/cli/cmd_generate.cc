@@ -70,7 +70,7 @@ int run(int argc, char** argv) {
   std::unique_ptr<Adapter> adapter;
   if (!adapter_dir.empty()) {
     adapter = std::make_unique<Adapter>(Adapter::load_peft(adapter_dir, model));
-    dec.set_adapter(adapter.get(), float(adapter_scale));
+    dec.set_lora(bind_adapter(*adapter, model, float(adapter_scale)));
   }
   GenerateResult r = generate(dec, cache, tok.get(), ids, o, [](const std::string& s) {
     std::fwrite(s.data(), 1, s.size(), stdout);

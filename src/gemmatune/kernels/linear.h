@@ -14,12 +14,11 @@
 //    matmul on pre-converted f32 weights, and beats oneDNN with per-call bf16 -> f32 conversion
 //    (oneDNN 2.6 has no bf16/f16 matmul on AVX2-only CPUs).
 //  * linear_backward_input uses the same GEMM with the weight read untransposed.
-// `Weight2D::packed` is not used: packing (convert + transpose) per call costs ~3% of the GEMM
-// time at m=512 (a whole m=6 call, packing included, takes 3.9 ms vs 100 ms at m=512 for
-// 6912x1152), and not pre-packing keeps one copy of each weight in memory (the mapping).
+// No weight is pre-packed: packing (convert + transpose) per call costs ~3% of the GEMM time at
+// m=512 (a whole m=6 call, packing included, takes 3.9 ms vs 100 ms at m=512 for 6912x1152), and
+// not pre-packing keeps one copy of each weight in memory (the mapping).
 #pragma once
 #include <cstdint>
-#include <memory>
 #include <string>
 
 #include "gemmatune/tensor/dtype.h"
@@ -33,8 +32,6 @@ struct Weight2D {
   int64_t n = 0;               // output features (rows)
   int64_t k = 0;               // input features (columns)
 
-  // Opaque per-weight state a kernel may build once and reuse (e.g. a pre-packed layout).
-  mutable std::shared_ptr<void> packed;
 
   bool empty() const { return data == nullptr; }
   size_t bytes() const { return size_t(n) * size_t(k) * dtype_size(dtype); }

@@ -26,19 +26,19 @@ std::string peft_experts_key(const std::string& experts_module_path, int depth, 
 void sort_modules(std::vector<LoraModule>& mods) {
   std::stable_sort(mods.begin(), mods.end(), [](const LoraModule& a, const LoraModule& b) {
     if (a.layer != b.layer) return a.layer < b.layer;
-    return lora_proj_index(a.proj) < lora_proj_index(b.proj);
+    return a.proj < b.proj;
   });
 }
 
 }  // namespace lora_detail
 
-const LoraModule* Adapter::find(int64_t layer, const std::string& proj) const {
+const LoraModule* Adapter::find(int64_t layer, Proj proj) const {
   for (const auto& m : modules)
     if (m.layer == layer && m.proj == proj) return &m;
   return nullptr;
 }
 
-LoraModule* Adapter::find(int64_t layer, const std::string& proj) {
+LoraModule* Adapter::find(int64_t layer, Proj proj) {
   for (auto& m : modules)
     if (m.layer == layer && m.proj == proj) return &m;
   return nullptr;
@@ -48,6 +48,30 @@ int64_t Adapter::num_parameters() const {
   int64_t n = 0;
   for (const auto& m : modules) n += int64_t(m.A.size() + m.B.size());
   return n;
+}
+
+LoraViews bind_adapter(const Adapter& a, const Model& m, float scale) {
+  LoraViews v;
+  v.bound = true;
+  v.modules = int64_t(a.modules.size());
+  v.dropout = a.config.dropout;
+  const int64_t L = m.config().num_layers;
+  v.views.assign(size_t(L * kNumProj), LoraView{});
+  for (size_t i = 0; i < a.modules.size(); ++i) {
+    const LoraModule& mod = a.modules[i];
+    GT_CHECK(mod.layer >= 0 && mod.layer < L, "bind_adapter: module ", mod.target, " has layer ", mod.layer, " of ", L);
+    LoraView& lv = v.at(mod.layer, mod.proj);
+    GT_CHECK(!lv, "bind_adapter: ", mod.target, " is adapted twice");
+    lv.A = mod.A.data();
+    lv.B = mod.B.data();
+    lv.r = mod.r;
+    lv.in = mod.in;
+    lv.out = mod.out;
+    lv.experts = mod.experts;
+    lv.scale = mod.scaling * scale;
+    lv.slot = int64_t(i);
+  }
+  return v;
 }
 
 namespace {

@@ -69,7 +69,7 @@ const LoraTarget& target_of(const std::vector<LoraTarget>& targets, const Model&
              " of ", m.dir(), " is [", t.experts, " x ", t.out, " x ", t.in, "]");
       return t;
     }
-  fail("LoRA module ", mod.target, " (layer ", mod.layer, ", ", mod.proj, ") has no adaptable weight in ", m.dir());
+  fail("LoRA module ", mod.target, " (layer ", mod.layer, ", ", proj_name(mod.proj), ") has no adaptable weight in ", m.dir());
 }
 
 std::string strip_slashes(std::string s) {

@@ -309,13 +309,13 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
   }
 
   const std::vector<LoraTarget> targets = adaptable_targets(m);
-  auto find_target = [&](int64_t layer, const std::string& proj) -> const LoraTarget* {
+  auto find_target = [&](int64_t layer, Proj proj) -> const LoraTarget* {
     for (const auto& t : targets)
       if (t.layer == layer && t.proj == proj) return &t;
     return nullptr;
   };
   const ModelConfig& mc = m.config();
-  std::set<std::pair<int64_t, std::string>> seen;
+  std::set<std::pair<int64_t, Proj>> seen;
   struct ExpertKeys {
     std::string experts_path;  // module path of the experts as in the file
     std::map<int, KeyPair> by_depth;
@@ -381,7 +381,7 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
         ++depth;
       }
       if (!tail.empty()) fail(w_path, ": unknown key '", key, "': expected ...experts(.base_layer)*.lora_A.weight");
-      if (!find_target(layer, "experts.gate_up_proj"))
+      if (!find_target(layer, Proj::experts_gate_up_proj))
         fail(w_path, ": key '", key, "' adapts the experts of layer ", layer, " but that layer of ", m.dir(),
              " has no MoE experts");
       ExpertKeys& ek = experts[layer];
@@ -396,11 +396,11 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
     std::string proj;
     if (starts_with(leaf, "self_attn.")) proj = leaf.substr(10);
     else if (starts_with(leaf, "mlp.")) proj = leaf.substr(4);
-    const int pi = proj.empty() ? -1 : lora_proj_index(proj);
-    if (pi < 0 || pi > 6 || (pi <= 3) != starts_with(leaf, "self_attn."))
+    const std::optional<Proj> pp = proj_from_name(proj);
+    if (!pp || is_expert_proj(*pp) || (*pp <= Proj::o_proj) != starts_with(leaf, "self_attn."))
       fail(w_path, ": key '", key, "' adapts '", mpath, "': '", leaf, "' is not an adaptable module (adaptable: ",
            adaptable_summary(), ")");
-    const LoraTarget* t = find_target(layer, proj);
+    const LoraTarget* t = find_target(layer, *pp);
     if (!t) {
       const LayerSpec& s = m.specs()[size_t(layer)];
       if ((proj == "k_proj" || proj == "v_proj") && s.kv_donor >= 0)
@@ -430,9 +430,9 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
   for (auto& [layer, ek] : experts) {
     std::vector<const LoraTarget*> chosen;
     std::vector<std::string> ppaths;
-    for (const char* p : {"experts.gate_up_proj", "experts.down_proj"}) {
+    for (Proj p : {Proj::experts_gate_up_proj, Proj::experts_down_proj}) {
       const LoraTarget* t = find_target(layer, p);
-      const std::string pp = ek.experts_path + "." + std::string(p).substr(8);
+      const std::string pp = ek.experts_path + "." + std::string(proj_name(p)).substr(8);
       if (t && lora_selects(c, m, *t, pp)) {
         chosen.push_back(t);
         ppaths.push_back(pp);

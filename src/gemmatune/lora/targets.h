@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "gemmatune/model/proj.h"
 #include "gemmatune/tensor/dtype.h"
 
 namespace gt {
@@ -45,20 +46,16 @@ struct LoraTarget {
   std::string path;        // HF module / parameter path (see above)
   std::string weight_key;  // checkpoint tensor name: "<key prefix>layers.N.self_attn.q_proj.weight", "...experts.down_proj"
   int64_t layer = -1;
-  std::string proj;        // "q_proj" ... "down_proj", "experts.gate_up_proj", "experts.down_proj"
+  Proj proj = Proj::q_proj;
   int64_t in = 0, out = 0, experts = 1;  // Linear weight [out, in]; Experts weight [E, out, in]
   DType dtype = DType::F32;
   const void* data = nullptr;  // the mapped base weight
 };
 
-// The projection names in the order modules are kept (decoder layer by layer, then this order).
-const std::vector<std::string>& lora_proj_names();
-int lora_proj_index(const std::string& proj);  // -1 if not a projection name
-
 // The module-tree prefix of a model's decoder ("model." or "model.language_model.").
 std::string lora_module_prefix(const Model& m);
 
-// Every adaptable module/parameter of the model, layer by layer in lora_proj_names() order.
+// Every adaptable module/parameter of the model, layer by layer in Proj order.
 std::vector<LoraTarget> adaptable_targets(const Model& m);
 // Their paths, e.g. "model.layers.3.mlp.down_proj", "model.language_model.layers.3.experts.gate_up_proj".
 std::vector<std::string> adaptable_modules(const Model& m);

@@ -15,10 +15,6 @@ namespace gt::perf {
 // and returns the median.
 double measure_read_bandwidth_gbs(int threads, double seconds_budget = 1.0);
 
-// f32 FMA peak in GFLOP/s: each thread runs a register-only loop of 12 independent 256-bit
-// vfmadd231ps chains (enough to cover the 4-cycle latency on both FMA pipes). Median of 7 reps.
-double measure_fma_peak_gflops(int threads);
-
 // oneDNN f32 matmul rate in GFLOP/s (2·M·K·N per call) at M=512, K=N=2048 with weights reordered
 // once into oneDNN's preferred layout: the best f32 GEMM rate a library gets on this machine.
 // Median of the reps that fit in ~1 s (at least 5) after one warm-up call.
@@ -48,7 +44,8 @@ class HugeBuffer {
 // Returns GB/s of that single pass. `bytes` should be a multiple of 256.
 double read_pass_gbs(const void* buf, size_t bytes, int threads);
 
-// One timing of the FMA loop above (`iters` iterations of 12 FMAs per thread), in GFLOP/s.
+// One timing of an FMA loop (each thread runs a register-only loop of 12 independent 256-bit
+// vfmadd231ps chains, enough to cover the FMA latency on both pipes; `iters` iterations of 12 FMAs per thread), in GFLOP/s.
 double fma_pass_gflops(int threads, long iters = 5'000'000);
 
 // The SGEMM reference as a reusable object, for interleaving single calls with other work.

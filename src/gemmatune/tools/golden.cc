@@ -117,7 +117,7 @@ GoldenResult compute_golden(const std::string& dir, const std::vector<std::strin
     } else if (part == "greedy") {
       greedy(dec, "greedy_ids", "greedy_logits");
     } else if (part == "lora") {
-      dec.set_adapter(&adapter(), float(opt.adapter_scale));
+      dec.set_lora(bind_adapter(adapter(), model, float(opt.adapter_scale)));
       {
         std::vector<SeqChunk> chunks;
         for (int64_t b = 0; b < B; ++b) chunks.push_back({nullptr, ids.row(b), T});
@@ -126,7 +126,7 @@ GoldenResult compute_golden(const std::string& dir, const std::vector<std::strin
         dec.forward(chunks, LogitsFor::All, t.f32);
       }
       greedy(dec, "lora_greedy_ids", "lora_greedy_logits");
-      dec.set_adapter(nullptr);
+      dec.set_lora({});
     } else if (part == "train") {
       IdMatrix mask = read_ids(gs, "loss_mask");
       std::vector<uint8_t> m8;
@@ -137,10 +137,10 @@ GoldenResult compute_golden(const std::string& dir, const std::vector<std::strin
       }
       auto base = dec.loss(chunks, m8);
       Adapter& ad = adapter();
-      dec.set_adapter(&ad, float(opt.adapter_scale));
+      dec.set_lora(bind_adapter(ad, model, float(opt.adapter_scale)));
       std::vector<std::vector<float>> grads;
       auto lr = dec.forward_backward(chunks, m8, grads);
-      dec.set_adapter(nullptr);
+      dec.set_lora({});
       out.tensors["loss"] = {{1}, {float(lr.sum / double(lr.tokens))}, {}, false};
       out.tensors["base_loss"] = {{1}, {float(base.sum / double(base.tokens))}, {}, false};
       const auto& tr = gj.at("train");

@@ -309,7 +309,7 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
   write_file_atomic(out_dir + "/run_config.json", nlohmann::json(o.values()).dump(2) + "\n");
 
   Decoder dec(model);
-  dec.set_adapter(&adapter);
+  dec.set_lora(bind_adapter(adapter, model));
   std::vector<std::vector<float>*> params;
   for (auto& m : adapter.modules) {
     params.push_back(&m.A);
