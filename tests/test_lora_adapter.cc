@@ -217,7 +217,7 @@ TEST(LoraSave, ConfigJsonRoundTripOfNonDefaultOptions) {
   c.rank_pattern = {{"v_proj", 4}};
   c.alpha_pattern = {{"q_proj", 3.0}};
   c.layers_to_transform = {1, 2};
-  c.init = "gaussian";
+  c.init = LoraInit::Gaussian;
   const json j = lora_config_to_peft_json(c, "google/gemma-3-1b-it");
   EXPECT_EQ(j["peft_type"], "LORA");
   EXPECT_EQ(j["base_model_name_or_path"], "google/gemma-3-1b-it");
@@ -233,7 +233,7 @@ TEST(LoraSave, ConfigJsonRoundTripOfNonDefaultOptions) {
   EXPECT_EQ(d.rank_pattern, c.rank_pattern);
   EXPECT_EQ(d.alpha_pattern, c.alpha_pattern);
   EXPECT_EQ(d.layers_to_transform, c.layers_to_transform);
-  EXPECT_EQ(d.init, "gaussian");
+  EXPECT_EQ(d.init, LoraInit::Gaussian);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,7 +643,7 @@ TEST(LoraCreate, GaussianInit) {
   Model m = load_model("gemma3_causal");
   LoraConfig c;
   c.r = 4;
-  c.init = "gaussian";
+  c.init = LoraInit::Gaussian;
   Adapter a = Adapter::create(m, c, 5);
   double s = 0, s2 = 0;
   size_t n = 0;
@@ -656,9 +656,10 @@ TEST(LoraCreate, GaussianInit) {
   const double mean = s / double(n), sd = std::sqrt(s2 / double(n) - mean * mean);
   EXPECT_NEAR(mean, 0.0, 0.01);
   EXPECT_NEAR(sd, 0.25, 0.01);  // std 1/r
-  c.init = "pissa";
+  c.init = LoraInit::Other;
+  c.init_other = "pissa";
   EXPECT_TRUE(contains(error_of([&] { Adapter::create(m, c, 1); }), "init"));
-  c.init = "kaiming";
+  c.init = LoraInit::Kaiming;
   c.r = 0;
   EXPECT_TRUE(contains(error_of([&] { Adapter::create(m, c, 1); }), "r must be"));
 }

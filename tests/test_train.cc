@@ -70,7 +70,7 @@ TEST(Train, LossGoesDown) {
   o.steps = 20;
   o.lr = 5e-2;
   o.warmup_steps = 0;
-  o.schedule = "constant";
+  o.schedule = LrSchedule::Constant;
   TrainSummary s = train(tiny_model(), tmp("down"), o);
   EXPECT_EQ(s.steps, 20);
   EXPECT_LT(s.last_loss, 0.1 * s.first_loss) << s.first_loss << " -> " << s.last_loss;

@@ -44,28 +44,13 @@ std::string quote(const std::string& s, size_t max = 80) {
 
 }  // namespace
 
-SftMode parse_sft_mode(const std::string& name) {
-  if (name == "maxtext_default") return SftMode::MaxtextDefault;
-  if (name == "keep_generation_prompt") return SftMode::KeepGenerationPrompt;
-  fail("unknown SFT mode '", name, "' (expected maxtext_default or keep_generation_prompt)");
-}
+SftMode parse_sft_mode(const std::string& name) { return parse_enum(kSftModeNames, name, "sft_mode"); }
 
-const char* sft_mode_name(SftMode m) {
-  return m == SftMode::MaxtextDefault ? "maxtext_default" : "keep_generation_prompt";
-}
+const char* sft_mode_name(SftMode m) { return enum_name(kSftModeNames, m).data(); }
 
-OnBad parse_on_bad(const std::string& name) {
-  if (name == "fail") return OnBad::Fail;
-  if (name == "skip") return OnBad::Skip;
-  fail("unknown on_bad_example '", name, "' (expected fail or skip)");
-}
+OnBad parse_on_bad(const std::string& name) { return parse_enum(kOnBadNames, name, "on_bad_example"); }
 
-Truncation parse_truncation(const std::string& name) {
-  if (name == "drop") return Truncation::Drop;
-  if (name == "truncate") return Truncation::Truncate;
-  if (name == "fail") return Truncation::Fail;
-  fail("unknown truncation policy '", name, "' (expected drop, truncate or fail)");
-}
+Truncation parse_truncation(const std::string& name) { return parse_enum(kTruncationNames, name, "truncation"); }
 
 void set_special_tokens(const Tokenizer& tok, const std::string& model_dir, SftOptions& opt) {
   if (tok.bos_id() >= 0) opt.bos_token = tok.token_text(tok.bos_id());

@@ -126,8 +126,9 @@ Adapter Adapter::create(const Model& m, const LoraConfig& cfg_in, uint64_t seed)
   }
   if (c.r <= 0) fail("LoRA config: r must be a positive integer, found ", c.r);
   if (!std::isfinite(c.alpha)) fail("LoRA config: lora_alpha must be a finite number, found ", c.alpha);
-  if (c.init != "kaiming" && c.init != "gaussian")
-    fail("LoRA config: init must be \"kaiming\" (PEFT default) or \"gaussian\", found \"", c.init, "\"");
+  if (c.init != LoraInit::Kaiming && c.init != LoraInit::Gaussian)
+    fail("LoRA config: init must be one of ", enum_choices(kLoraInitNames), " (kaiming: PEFT's default), found ",
+         c.init == LoraInit::None ? std::string("false") : "\"" + c.init_other + "\"");
   if (!(c.dropout >= 0.0 && c.dropout < 1.0)) fail("LoRA config: lora_dropout must be in [0, 1), found ", c.dropout);
   for (const auto& [k, v] : c.rank_pattern)
     if (v <= 0) fail("LoRA config: rank_pattern '", k, "' gives r = ", v, ", expected a positive integer");
@@ -191,7 +192,7 @@ Adapter Adapter::create(const Model& m, const LoraConfig& cfg_in, uint64_t seed)
     mod.B.assign(size_t(mod.out * mod.r * mod.experts), 0.0f);
     uint64_t s = seed ^ fnv1a(t->path);
     Rng rng(splitmix64(s));
-    if (c.init == "gaussian") {
+    if (c.init == LoraInit::Gaussian) {
       const double sd = 1.0 / double(mod.r);
       for (auto& x : mod.A) x = float(rng.normal() * sd);
     } else {

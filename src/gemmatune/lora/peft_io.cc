@@ -124,7 +124,7 @@ LoraConfig lora_config_from_peft_json(const json& j, const std::string& origin, 
   if (has("init_lora_weights")) {
     const json& v = j["init_lora_weights"];
     if (v.is_boolean()) {
-      c.init = v.get<bool>() ? "kaiming" : "none";
+      c.init = v.get<bool>() ? LoraInit::Kaiming : LoraInit::None;
     } else if (v.is_string()) {
       const std::string s = v.get<std::string>();
       // These initialisations rewrite the base weights (the adapter is relative to a modified base model).
@@ -133,7 +133,9 @@ LoraConfig lora_config_from_peft_json(const json& j, const std::string& origin, 
           fail(origin, ": init_lora_weights \"", s,
                "\" is not supported: that initialisation modifies the base weights, so the adapter does not apply to "
                "the unmodified model (convert it to a plain LoRA with PEFT first)");
-      c.init = s;
+      if (s == "kaiming") c.init = LoraInit::Kaiming;
+      else if (s == "gaussian") c.init = LoraInit::Gaussian;
+      else c.init = LoraInit::Other, c.init_other = s;
     } else {
       fail(origin, ": \"init_lora_weights\" must be true, false or a string, found ", v.dump());
     }
@@ -183,7 +185,10 @@ json lora_config_to_peft_json(const LoraConfig& c, const std::string& base_model
   for (const auto& [k, v] : c.alpha_pattern)
     apat[k] = (std::floor(v) == v && std::fabs(v) < 1e15) ? json(int64_t(v)) : json(v);
   for (const auto& [k, v] : c.rank_pattern) rpat[k] = v;
-  json init = c.init == "kaiming" ? json(true) : c.init == "none" ? json(false) : json(c.init);
+  json init = c.init == LoraInit::Kaiming ? json(true)
+              : c.init == LoraInit::None  ? json(false)
+              : c.init == LoraInit::Other ? json(c.init_other)
+                                          : json("gaussian");
   json ltt = nullptr;
   if (!c.layers_to_transform.empty()) ltt = c.layers_to_transform;
   // The field set of PEFT 0.18's LoraConfig (sorted, as PEFT writes it).

@@ -16,16 +16,26 @@
 #include <string>
 #include <vector>
 
+#include "gemmatune/model/lora_views.h"
 #include "gemmatune/model/proj.h"
+#include "gemmatune/util/enum_names.h"
 #include "gemmatune/tensor/dtype.h"
 
 namespace gt {
 
 class Model;
 
+// PEFT init_lora_weights. Kaiming (true): A kaiming-uniform(a=sqrt(5)), B zero; Gaussian: A ~ N(0, (1/r)^2),
+// B zero; None (false): a loaded adapter's; Other: a loaded adapter's string this engine does not
+// implement (kept in LoraConfig::init_other and written back as is).
+enum class LoraInit { Kaiming, Gaussian, None, Other };
+// The values `create` implements (the train option lora_init).
+inline constexpr std::array<EnumName<LoraInit>, 2> kLoraInitNames = {
+    {{LoraInit::Kaiming, "kaiming"}, {LoraInit::Gaussian, "gaussian"}}};
+
 struct LoraConfig {
-  int64_t r = 16;
-  double alpha = 32;
+  int64_t r = kDefaultLoraRank;
+  double alpha = kDefaultLoraAlpha;
   bool use_rslora = false;
   double dropout = 0.0;
   nlohmann::json target_modules;                 // list of names or a regex string (PEFT semantics); null = model default
@@ -33,7 +43,8 @@ struct LoraConfig {
   nlohmann::json exclude_modules;                // list or regex, PEFT semantics
   std::map<std::string, int64_t> rank_pattern;   // PEFT semantics: regex keys, (.*\.)?(key) full match on the path
   std::map<std::string, double> alpha_pattern;
-  std::string init = "kaiming";  // PEFT default: A kaiming-uniform(a=sqrt(5)), B zero; "gaussian": A ~ N(0, (1/r)^2), B zero
+  LoraInit init = LoraInit::Kaiming;
+  std::string init_other;  // init == Other: PEFT's init_lora_weights string
   // PEFT layers_to_transform (only with a list target_modules, as in PEFT): decoder layer indices; empty = all.
   std::vector<int64_t> layers_to_transform;
 };
@@ -83,7 +94,7 @@ std::string translate_maxtext_path(const std::string& path);
 std::vector<std::string> maxtext_module_paths(const Model& m, const LoraTarget& t);
 
 // Per-model defaults (used when target_modules is null): all attention and MLP projections; for Gemma 4
-// MoE also the experts through target_parameters; never the router. r=16, alpha=32.
+// MoE also the experts through target_parameters; never the router. kDefaultLoraRank, kDefaultLoraAlpha.
 LoraConfig default_lora_config(const Model& m);
 
 // Whether `cfg` adapts `t`, with PEFT rules: exclude_modules, then target_modules (list, regex, or a

@@ -10,6 +10,10 @@
 
 namespace gt {
 
+// LoRA defaults (PEFT's are r=8, alpha=8; ours follow common SFT practice): the one place they live.
+inline constexpr int64_t kDefaultLoraRank = 16;
+inline constexpr double kDefaultLoraAlpha = 32;
+
 struct LoraViews {
   bool bound = false;            // an adapter is bound (possibly adapting nothing)
   int64_t modules = 0;           // the adapter's module count: gradients come in 2·modules slots (A, B)
