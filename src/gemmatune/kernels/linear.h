@@ -2,8 +2,8 @@
 // in its checkpoint dtype (F32, BF16 or F16). Weights are never expanded to f32 in memory as a
 // whole; activations and accumulation are f32.
 //
-// Paths (chosen by `linear` from m; numbers measured on the 2-core Zen 3 dev VM, see
-// bench/bench_linear.cc):
+// Paths (chosen by `linear` from m). The numbers below are one host's (a 2-core Zen 3 VM, AVX2
+// only; bench/bench_linear.cc); other hosts differ (docs/PERFORMANCE.md, ../shared/DESIGN.md):
 //  * decode, m <= kGemvMaxM: a streaming GEMV (linear_gemv.cc) that reads the mapped weight once
 //    (two sequential row streams per thread), converts bf16/f16 -> f32 in registers and FMAs into
 //    f32 accumulators, with software prefetch; rows split statically across the OpenMP threads.

@@ -6,6 +6,7 @@
 #include "gemmatune/lora/peft_keys.h"
 #include "gemmatune/model/model.h"
 #include "gemmatune/util/error.h"
+#include "gemmatune/util/random.h"
 
 namespace gt {
 
@@ -75,13 +76,6 @@ LoraViews bind_adapter(const Adapter& a, const Model& m, float scale) {
 }
 
 namespace {
-
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 1469598103934665603ull;

@@ -96,28 +96,35 @@ std::vector<std::string> preset_names() {
 
 namespace {
 
+// The fields every Gemma text config writes alike (json objects keep their keys sorted, so the
+// order they are added in does not show in config.json).
+json shared_fields(int64_t vocab, int64_t hidden, int64_t intermediate, int64_t layers, int64_t heads, int64_t kv_heads,
+                   int64_t head_dim, int64_t sliding_window) {
+  return {{"vocab_size", vocab},
+          {"hidden_size", hidden},
+          {"intermediate_size", intermediate},
+          {"num_hidden_layers", layers},
+          {"num_attention_heads", heads},
+          {"num_key_value_heads", kv_heads},
+          {"head_dim", head_dim},
+          {"sliding_window", sliding_window},
+          {"rms_norm_eps", 1e-6},
+          {"hidden_activation", "gelu_pytorch_tanh"},
+          {"bos_token_id", 2},
+          {"pad_token_id", 0},
+          {"tie_word_embeddings", true},
+          {"dtype", "bfloat16"}};
+}
+
 json gemma3(const Gemma3Preset& p) {
-  json j = {{"architectures", {"Gemma3ForCausalLM"}},
-            {"model_type", "gemma3_text"},
-            {"vocab_size", p.vocab},
-            {"hidden_size", p.hidden},
-            {"intermediate_size", p.intermediate},
-            {"num_hidden_layers", p.layers},
-            {"num_attention_heads", p.heads},
-            {"num_key_value_heads", p.kv_heads},
-            {"head_dim", p.head_dim},
-            {"query_pre_attn_scalar", p.query_pre_attn_scalar},
-            {"sliding_window", p.sliding_window},
-            {"rms_norm_eps", 1e-6},
-            {"hidden_activation", "gelu_pytorch_tanh"},
-            {"final_logit_softcapping", nullptr},
-            {"attn_logit_softcapping", nullptr},
-            {"max_position_embeddings", 32768},
-            {"bos_token_id", 2},
-            {"eos_token_id", {1, 106}},
-            {"pad_token_id", 0},
-            {"tie_word_embeddings", true},
-            {"dtype", "bfloat16"}};
+  json j = shared_fields(p.vocab, p.hidden, p.intermediate, p.layers, p.heads, p.kv_heads, p.head_dim, p.sliding_window);
+  j["architectures"] = json::array({"Gemma3ForCausalLM"});
+  j["model_type"] = "gemma3_text";
+  j["query_pre_attn_scalar"] = p.query_pre_attn_scalar;
+  j["final_logit_softcapping"] = nullptr;
+  j["attn_logit_softcapping"] = nullptr;
+  j["max_position_embeddings"] = 32768;
+  j["eos_token_id"] = json::array({1, 106});
   json types = json::array();
   for (int64_t i = 0; i < p.layers; ++i) types.push_back((i + 1) % 6 ? "sliding_attention" : "full_attention");
   j["layer_types"] = types;
@@ -129,35 +136,22 @@ json gemma3(const Gemma3Preset& p) {
 
 json gemma4(const Gemma4Preset& p) {
   const bool moe = p.experts > 0;
-  json t = {{"model_type", "gemma4_text"},
-            {"vocab_size", p.vocab},
-            {"hidden_size", p.hidden},
-            {"intermediate_size", p.intermediate},
-            {"num_hidden_layers", p.layers},
-            {"num_attention_heads", p.heads},
-            {"num_key_value_heads", p.kv_heads},
-            {"head_dim", p.head_dim},
-            {"global_head_dim", p.global_head_dim},
-            {"num_global_key_value_heads", p.global_kv_heads > 0 ? json(p.global_kv_heads) : json(nullptr)},
-            {"attention_k_eq_v", p.k_eq_v},
-            {"sliding_window", p.sliding_window},
-            {"rms_norm_eps", 1e-6},
-            {"hidden_activation", "gelu_pytorch_tanh"},
-            {"final_logit_softcapping", 30.0},
-            {"num_kv_shared_layers", p.kv_shared_layers},
-            {"use_double_wide_mlp", p.double_wide_mlp},
-            {"hidden_size_per_layer_input", p.per_layer_input},
-            {"vocab_size_per_layer_input", p.vocab},
-            {"enable_moe_block", moe},
-            {"num_experts", moe ? json(p.experts) : json(nullptr)},
-            {"top_k_experts", moe ? json(p.top_k) : json(nullptr)},
-            {"moe_intermediate_size", moe ? json(p.moe_intermediate) : json(nullptr)},
-            {"max_position_embeddings", 131072},
-            {"bos_token_id", 2},
-            {"eos_token_id", 1},
-            {"pad_token_id", 0},
-            {"tie_word_embeddings", true},
-            {"dtype", "bfloat16"}};
+  json t = shared_fields(p.vocab, p.hidden, p.intermediate, p.layers, p.heads, p.kv_heads, p.head_dim, p.sliding_window);
+  t["model_type"] = "gemma4_text";
+  t["global_head_dim"] = p.global_head_dim;
+  t["num_global_key_value_heads"] = p.global_kv_heads > 0 ? json(p.global_kv_heads) : json(nullptr);
+  t["attention_k_eq_v"] = p.k_eq_v;
+  t["final_logit_softcapping"] = 30.0;
+  t["num_kv_shared_layers"] = p.kv_shared_layers;
+  t["use_double_wide_mlp"] = p.double_wide_mlp;
+  t["hidden_size_per_layer_input"] = p.per_layer_input;
+  t["vocab_size_per_layer_input"] = p.vocab;
+  t["enable_moe_block"] = moe;
+  t["num_experts"] = moe ? json(p.experts) : json(nullptr);
+  t["top_k_experts"] = moe ? json(p.top_k) : json(nullptr);
+  t["moe_intermediate_size"] = moe ? json(p.moe_intermediate) : json(nullptr);
+  t["max_position_embeddings"] = 131072;
+  t["eos_token_id"] = 1;
   json types = json::array();
   for (int64_t i = 0; i < p.layers; ++i)
     types.push_back((i + 1) % p.sliding_pattern && i != p.layers - 1 ? "sliding_attention" : "full_attention");

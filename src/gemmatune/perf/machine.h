@@ -10,7 +10,7 @@
 namespace gt::perf {
 
 // Streaming read bandwidth in GB/s (1e9 bytes/s) with `threads` OpenMP threads: a 512 MiB
-// 2 MiB-aligned, hugepage-advised buffer (16x the 32 MiB L3) is summed with AVX2 loads, each
+// 2 MiB-aligned, hugepage-advised buffer (larger than the last-level caches of the hosts measured so far) is summed with AVX2 loads, each
 // thread reading one contiguous slice. Repeats until `seconds_budget` is spent (at least 3 reps)
 // and returns the median.
 double measure_read_bandwidth_gbs(int threads, double seconds_budget = 1.0);
@@ -21,7 +21,7 @@ double measure_read_bandwidth_gbs(int threads, double seconds_budget = 1.0);
 double measure_sgemm_gflops(int threads);
 double measure_sgemm_gflops(int threads, int64_t m, int64_t k, int64_t n, double seconds_budget = 1.0);
 
-// A 2 MiB-aligned buffer advised for transparent hugepages (THP is in `madvise` mode here).
+// A 2 MiB-aligned buffer advised for transparent hugepages (effective where THP is in `madvise` or `always` mode).
 // Contents are not initialised.
 class HugeBuffer {
  public:
