@@ -48,12 +48,11 @@ const std::string* Args::raw(const std::string& name) const {
 
 std::string Args::str(const std::string& name, const std::string& def, const std::string& help) {
   declared_.push_back({name, def, help, false, false});
-  // A value-taking option consumed its following word: drop the positional marker pair.
-  for (size_t i = 0; i + 1 < positional_.size(); ++i)
-    if (positional_[i] == "\x01" + name) {
-      positional_.erase(positional_.begin() + long(i), positional_.begin() + long(i) + 2);
-      break;
-    }
+  // A value-taking option consumed its following word: drop the positional marker pairs (one per
+  // occurrence: a repeatable option such as --stop may be given several times).
+  for (size_t i = 0; i + 1 < positional_.size();)
+    if (positional_[i] == "\x01" + name) positional_.erase(positional_.begin() + long(i), positional_.begin() + long(i) + 2);
+    else ++i;
   const std::string* v = raw(name);
   if (!v) return def;
   return *v;

@@ -70,7 +70,7 @@ int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, i
   lc.dropout = dropout;
   Adapter ad = Adapter::create(m, lc, 0);
   Decoder dec(m);
-  dec.set_adapter(&ad);
+  dec.set_lora(bind_adapter(ad, m));
   std::vector<SeqChunk> chunks;
   std::vector<uint8_t> mask;
   for (const auto& p : seqs) {

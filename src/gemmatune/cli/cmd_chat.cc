@@ -10,13 +10,45 @@
 #include "gemmatune/cli/commands.h"
 #include "gemmatune/cli/common.h"
 #include "gemmatune/data/chat_template/chat_template.h"
-#include "gemmatune/generate/generate.h"
+#include "gemmatune/generate/chat_session.h"
 #include "gemmatune/lora/adapter.h"
 #include "gemmatune/model/plan.h"
 #include "gemmatune/util/error.h"
 
 namespace gt::cli {
 namespace {
+
+// Streams a reply to stdout, holding back leading whitespace: a reply that is whitespace only
+// (e.g. an untrained model's) is shown escaped and labelled, not as blank lines.
+class VisibleReply {
+ public:
+  void push(const std::string& s) {
+    if (shown_) return write(s);
+    held_ += s;
+    if (held_.find_first_not_of(" \t\r\n") == std::string::npos) return;
+    shown_ = true;
+    write(held_);
+  }
+  void finish(size_t tokens) {
+    if (!shown_ && tokens > 0) {
+      std::string esc;
+      for (char c : held_) esc += c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : std::string(1, c);
+      if (esc.size() > 80) esc = esc.substr(0, 80) + "...";
+      std::printf("[blank reply: %zu tokens, no visible text: \"%s\"]", tokens, esc.c_str());
+    }
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+
+ private:
+  void write(const std::string& s) {
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fflush(stdout);
+  }
+  std::string held_;
+  bool shown_ = false;
+};
+
 int run(int argc, char** argv) {
   Args a("chat", "Chat with a model using its own chat template (interactive, or one shot with --prompt).", argc, argv);
   const std::string model_dir = a.required("model", "Hugging Face model folder (with tokenizer.json and a chat template)");
@@ -45,19 +77,14 @@ int run(int argc, char** argv) {
   std::unique_ptr<Adapter> adapter;
   if (!adapter_dir.empty()) {
     adapter = std::make_unique<Adapter>(Adapter::load_peft(adapter_dir, model));
-    dec.set_adapter(adapter.get(), float(adapter_scale));
+    dec.set_lora(bind_adapter(*adapter, model, float(adapter_scale)));
   }
-  o.stop_ids = model.config().eos_ids;
-  for (const char* t : {"<end_of_turn>", "<turn|>", "<eos>"}) {
-    const int32_t id = tok->token_id(t);
-    if (id >= 0 && std::find(o.stop_ids.begin(), o.stop_ids.end(), id) == o.stop_ids.end()) o.stop_ids.push_back(id);
-  }
-  const std::string bos = tok->bos_id() >= 0 ? tok->token_text(tok->bos_id()) : "<bos>";
-  const std::string eos = model.config().family == Family::Gemma3 ? "<end_of_turn>" : "<eos>";
-  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
-  extra["enable_thinking"] = thinking;
-  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-  if (!system.empty()) messages.push_back({{"role", "system"}, {"content", system}});
+  ChatOptions co;
+  co.system = system;
+  co.thinking = thinking;
+  co.context = context;
+  co.generate = o;
+  ChatSession session(dec, *tok, tmpl, co);
 
   const bool interactive = prompt.empty();
   const bool tty = ::isatty(0);
@@ -69,31 +96,17 @@ int run(int argc, char** argv) {
       if (!std::getline(std::cin, line)) break;
       if (line == "/exit" || line == "/quit") break;
       if (line == "/reset") {
-        messages = nlohmann::ordered_json::array();
-        if (!system.empty()) messages.push_back({{"role", "system"}, {"content", system}});
+        session.reset();
         continue;
       }
       if (line.empty()) continue;
       user = line;
     }
-    messages.push_back({{"role", "user"}, {"content", user}});
-    // The whole conversation is re-rendered and re-prefilled each turn: exactly what the template
-    // defines (a model's template may rewrite earlier turns, e.g. dropping old thoughts).
-    const std::string text = tmpl.render(messages, true, extra, bos, eos);
-    std::vector<int32_t> ids = tok->encode(text, false);
-    if (int64_t(ids.size()) + 1 >= context) fail("chat: the conversation (", ids.size(), " tokens) exceeds --context ", context);
-    KvCache cache(model, context);
-    GenerateOptions turn = o;
-    turn.max_new_tokens = std::min<int64_t>(o.max_new_tokens, context - int64_t(ids.size()));
-    GenerateResult r = generate(dec, cache, tok.get(), ids, turn, [](const std::string& s) {
-      std::fwrite(s.data(), 1, s.size(), stdout);
-      std::fflush(stdout);
-    });
-    std::printf("\n");
-    std::fflush(stdout);
+    VisibleReply out;
+    GenerateResult r = session.reply(user, [&](const std::string& s) { out.push(s); });
+    out.finish(r.tokens.size());
     std::fprintf(stderr, "[chat] %zu tokens, %.1f tok/s\n", r.tokens.size(),
                  r.tokens.size() > 1 ? double(r.tokens.size() - 1) / r.decode_seconds : 0.0);
-    messages.push_back({{"role", "assistant"}, {"content", r.text}});
     if (!interactive) break;
   }
   return 0;

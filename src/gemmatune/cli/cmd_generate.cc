@@ -70,7 +70,7 @@ int run(int argc, char** argv) {
   std::unique_ptr<Adapter> adapter;
   if (!adapter_dir.empty()) {
     adapter = std::make_unique<Adapter>(Adapter::load_peft(adapter_dir, model));
-    dec.set_adapter(adapter.get(), float(adapter_scale));
+    dec.set_lora(bind_adapter(*adapter, model, float(adapter_scale)));
   }
   GenerateResult r = generate(dec, cache, tok.get(), ids, o, [](const std::string& s) {
     std::fwrite(s.data(), 1, s.size(), stdout);
@@ -83,7 +83,7 @@ int run(int argc, char** argv) {
   const double dec_tps = r.tokens.size() > 1 ? double(r.tokens.size() - 1) / r.decode_seconds : 0.0;
   std::fprintf(stderr, "[generate] prompt %lld tokens in %.2fs (%.1f tok/s), generated %zu tokens in %.2fs (%.1f tok/s), stop: %s\n",
                (long long)r.prompt_tokens, r.prefill_seconds, double(r.prompt_tokens) / r.prefill_seconds, r.tokens.size(),
-               r.decode_seconds, dec_tps, r.stop_reason.c_str());
+               r.decode_seconds, dec_tps, std::string(stop_reason_name(r.stop_reason)).c_str());
   return 0;
 }
 Command reg("generate", "generate text from a prompt (KV-cached, streaming)", run);

@@ -14,7 +14,7 @@ int run(int argc, char** argv) {
   in.batch = a.integer("batch", 1, "sequences");
   in.chunk = a.integer("chunk", 512, "tokens per forward pass (prefill chunk)");
   in.train = a.flag("train", "include LoRA training state");
-  in.lora_rank = a.integer("rank", 16, "LoRA rank for --train");
+  in.lora_rank = a.integer("rank", kDefaultLoraRank, "LoRA rank for --train");
   if (a.finish()) return 0;
   Model m = Model::load(dir);
   MemoryPlan p = plan_memory(m, in);

@@ -3,19 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include "gemmatune/util/error.h"
+#include "gemmatune/util/random.h"
 
 namespace gt {
-
-namespace {
-
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
 
 int64_t PackedRow::trained() const {
   int64_t n = 0;

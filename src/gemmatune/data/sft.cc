@@ -44,28 +44,13 @@ std::string quote(const std::string& s, size_t max = 80) {
 
 }  // namespace
 
-SftMode parse_sft_mode(const std::string& name) {
-  if (name == "maxtext_default") return SftMode::MaxtextDefault;
-  if (name == "keep_generation_prompt") return SftMode::KeepGenerationPrompt;
-  fail("unknown SFT mode '", name, "' (expected maxtext_default or keep_generation_prompt)");
-}
+SftMode parse_sft_mode(const std::string& name) { return parse_enum(kSftModeNames, name, "sft_mode"); }
 
-const char* sft_mode_name(SftMode m) {
-  return m == SftMode::MaxtextDefault ? "maxtext_default" : "keep_generation_prompt";
-}
+const char* sft_mode_name(SftMode m) { return enum_name(kSftModeNames, m).data(); }
 
-OnBad parse_on_bad(const std::string& name) {
-  if (name == "fail") return OnBad::Fail;
-  if (name == "skip") return OnBad::Skip;
-  fail("unknown on_bad_example '", name, "' (expected fail or skip)");
-}
+OnBad parse_on_bad(const std::string& name) { return parse_enum(kOnBadNames, name, "on_bad_example"); }
 
-Truncation parse_truncation(const std::string& name) {
-  if (name == "drop") return Truncation::Drop;
-  if (name == "truncate") return Truncation::Truncate;
-  if (name == "fail") return Truncation::Fail;
-  fail("unknown truncation policy '", name, "' (expected drop, truncate or fail)");
-}
+Truncation parse_truncation(const std::string& name) { return parse_enum(kTruncationNames, name, "truncation"); }
 
 void set_special_tokens(const Tokenizer& tok, const std::string& model_dir, SftOptions& opt) {
   if (tok.bos_id() >= 0) opt.bos_token = tok.token_text(tok.bos_id());
@@ -127,6 +112,37 @@ SftExample SftBuilder::build_text(const Conversation& c) const {
   return ex;
 }
 
+namespace {
+
+// A trained span of the whole render: tokens [begin, end) are trained; `inserted` (the generation
+// prompt's block, untrained) goes right before them.
+struct Span {
+  size_t begin, end;
+  std::vector<int32_t> inserted;
+};
+
+SftExample stitch(const std::vector<int32_t>& full, const std::vector<Span>& spans) {
+  SftExample ex;
+  size_t extra_len = 0;
+  for (const Span& s : spans) extra_len += s.inserted.size();
+  ex.ids.reserve(full.size() + extra_len);
+  ex.target_mask.reserve(full.size() + extra_len);
+  size_t pos = 0;
+  for (const Span& s : spans) {
+    ex.ids.insert(ex.ids.end(), full.begin() + long(pos), full.begin() + long(s.begin));
+    ex.ids.insert(ex.ids.end(), s.inserted.begin(), s.inserted.end());
+    ex.target_mask.resize(ex.ids.size(), 0);
+    ex.ids.insert(ex.ids.end(), full.begin() + long(s.begin), full.begin() + long(s.end));
+    ex.target_mask.resize(ex.ids.size(), 1);
+    pos = s.end;
+  }
+  ex.ids.insert(ex.ids.end(), full.begin() + long(pos), full.end());
+  ex.target_mask.resize(ex.ids.size(), 0);
+  return ex;
+}
+
+}  // namespace
+
 SftExample SftBuilder::build_chat(const Conversation& c) const {
   if (!tmpl_) fail("a chat example needs a chat template (none was given)");
   const ojson& msgs = c.messages;
@@ -147,10 +163,6 @@ SftExample SftBuilder::build_chat(const Conversation& c) const {
   const std::string full_text = render(msgs, false, "the conversation");
   const std::vector<int32_t> full = tok_.encode(full_text, false);
 
-  struct Span {
-    size_t begin, end;
-    std::vector<int32_t> inserted;
-  };
   std::vector<Span> spans;
   const bool keep = opt_.mode == SftMode::KeepGenerationPrompt;
   for (size_t k = c.first_trained; k < msgs.size(); ++k) {
@@ -243,23 +255,7 @@ SftExample SftBuilder::build_chat(const Conversation& c) const {
     spans.push_back(Span{L, f->size(), keep ? std::move(g) : std::vector<int32_t>()});
   }
 
-  SftExample ex;
-  size_t extra_len = 0;
-  for (const Span& s : spans) extra_len += s.inserted.size();
-  ex.ids.reserve(full.size() + extra_len);
-  ex.target_mask.reserve(full.size() + extra_len);
-  size_t pos = 0;
-  for (const Span& s : spans) {
-    ex.ids.insert(ex.ids.end(), full.begin() + long(pos), full.begin() + long(s.begin));
-    ex.ids.insert(ex.ids.end(), s.inserted.begin(), s.inserted.end());
-    ex.target_mask.resize(ex.ids.size(), 0);
-    ex.ids.insert(ex.ids.end(), full.begin() + long(s.begin), full.begin() + long(s.end));
-    ex.target_mask.resize(ex.ids.size(), 1);
-    pos = s.end;
-  }
-  ex.ids.insert(ex.ids.end(), full.begin() + long(pos), full.end());
-  ex.target_mask.resize(ex.ids.size(), 0);
-  return ex;
+  return stitch(full, spans);
 }
 
 // ---------------------------------------------------------------------------------------------

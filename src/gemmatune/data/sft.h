@@ -23,6 +23,7 @@
 // A text example ({"text": ...}, continued pretraining) is <bos> + ids(text) + <eos>, every token
 // after the first a target.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -32,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "gemmatune/util/enum_names.h"
 #include "gemmatune/data/dataset.h"
 
 namespace gt {
@@ -40,7 +42,9 @@ class Tokenizer;
 class ChatTemplate;
 
 enum class SftMode { MaxtextDefault, KeepGenerationPrompt };
-// "maxtext_default" | "keep_generation_prompt"; throws on anything else.
+inline constexpr std::array<EnumName<SftMode>, 2> kSftModeNames = {
+    {{SftMode::KeepGenerationPrompt, "keep_generation_prompt"}, {SftMode::MaxtextDefault, "maxtext_default"}}};
+// "keep_generation_prompt" | "maxtext_default"; throws on anything else (naming the allowed values).
 SftMode parse_sft_mode(const std::string& name);
 const char* sft_mode_name(SftMode m);
 
@@ -119,12 +123,14 @@ class VectorExamples : public ExampleSource {
 };
 
 enum class OnBad { Fail, Skip };
-// fail | skip
+inline constexpr std::array<EnumName<OnBad>, 2> kOnBadNames = {{{OnBad::Fail, "fail"}, {OnBad::Skip, "skip"}}};
 OnBad parse_on_bad(const std::string& name);
 // What to do with an example longer than max_len tokens:
 //   drop: leave it out (counted and listed); truncate: keep its first max_len tokens (counted and
 //   listed; dropped if no trained token is left); fail: a bad example (on_bad decides).
 enum class Truncation { Drop, Truncate, Fail };
+inline constexpr std::array<EnumName<Truncation>, 3> kTruncationNames = {
+    {{Truncation::Drop, "drop"}, {Truncation::Truncate, "truncate"}, {Truncation::Fail, "fail"}}};
 Truncation parse_truncation(const std::string& name);
 
 struct DataOptions {

@@ -50,7 +50,7 @@ GenerateResult generate(Decoder& dec, KvCache& cache, const Tokenizer* tok, cons
   std::unique_ptr<StreamDecoder> sd;
   if (tok) sd = std::make_unique<StreamDecoder>(*tok, opt.skip_special_tokens);
   std::string pending;  // final text not yet emitted (may be the start of a stop string)
-  r.stop_reason = "max_tokens";
+  r.stop_reason = StopReason::MaxTokens;
   auto emit = [&](size_t n) {
     if (n == 0) return;
     std::string piece = pending.substr(0, n);
@@ -61,7 +61,7 @@ GenerateResult generate(Decoder& dec, KvCache& cache, const Tokenizer* tok, cons
   for (int64_t step = 0; step < opt.max_new_tokens; ++step) {
     const int32_t next = sampler.sample(logits.data(), V, history);
     if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) {
-      r.stop_reason = "eos";
+      r.stop_reason = StopReason::Eos;
       break;
     }
     r.tokens.push_back(next);
@@ -77,7 +77,7 @@ GenerateResult generate(Decoder& dec, KvCache& cache, const Tokenizer* tok, cons
         }
       }
       if (stopped) {
-        r.stop_reason = "stop_string";
+        r.stop_reason = StopReason::StopString;
         emit(pending.size());
         break;
       }
@@ -85,12 +85,12 @@ GenerateResult generate(Decoder& dec, KvCache& cache, const Tokenizer* tok, cons
     }
     if (step + 1 == opt.max_new_tokens) break;
     if (cache.pos() >= cache.max_context()) {
-      r.stop_reason = "context";
+      r.stop_reason = StopReason::Context;
       break;
     }
     dec.forward({SeqChunk{&cache, &r.tokens.back(), 1}}, LogitsFor::Last, logits);
   }
-  if (sd && r.stop_reason != "stop_string") {
+  if (sd && r.stop_reason != StopReason::StopString) {
     pending += sd->flush();
     emit(pending.size());
   }

@@ -9,8 +9,16 @@
 #include "gemmatune/data/tokenizer.h"
 #include "gemmatune/generate/sampler.h"
 #include "gemmatune/model/decoder.h"
+#include "gemmatune/util/enum_names.h"
 
 namespace gt {
+
+enum class StopReason { Eos, StopString, MaxTokens, Context };
+inline constexpr std::array<EnumName<StopReason>, 4> kStopReasonNames = {{{StopReason::Eos, "eos"},
+                                                                          {StopReason::StopString, "stop_string"},
+                                                                          {StopReason::MaxTokens, "max_tokens"},
+                                                                          {StopReason::Context, "context"}}};
+inline std::string_view stop_reason_name(StopReason r) { return enum_name(kStopReasonNames, r); }
 
 struct GenerateOptions {
   SamplingParams sampling;
@@ -24,7 +32,7 @@ struct GenerateOptions {
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids (the stop token excluded)
   std::string text;             // streamed text (stop string excluded)
-  std::string stop_reason;      // "eos", "stop_string", "max_tokens", "context"
+  StopReason stop_reason = StopReason::MaxTokens;
   int64_t prompt_tokens = 0;
   double prefill_seconds = 0, decode_seconds = 0;
 };

@@ -26,4 +26,20 @@ void gelu_gate_forward(const float* gate, int64_t ldg, const float* up, int64_t 
   }
 }
 
+void gelu_gate_backward(const float* gate, int64_t ldg, const float* up, int64_t ldu, const float* dout, float* dgate,
+                        int64_t lddg, float* dup, int64_t lddu, int64_t rows, int64_t n) {
+#pragma omp parallel for schedule(static) if (rows * n > 16384)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = gate + r * ldg;
+    const float* u = up + r * ldu;
+    const float* da = dout + r * n;
+    float* dg = dgate + r * lddg;
+    float* du = dup + r * lddu;
+    for (int64_t i = 0; i < n; ++i) {
+      dg[i] = da[i] * u[i] * gelu_tanh_grad(g[i]);
+      du[i] = da[i] * gelu_tanh(g[i]);
+    }
+  }
+}
+
 }  // namespace gt

@@ -2,8 +2,8 @@
 // in its checkpoint dtype (F32, BF16 or F16). Weights are never expanded to f32 in memory as a
 // whole; activations and accumulation are f32.
 //
-// Paths (chosen by `linear` from m; numbers measured on the 2-core Zen 3 dev VM, see
-// bench/bench_linear.cc):
+// Paths (chosen by `linear` from m). The numbers below are one host's (a 2-core Zen 3 VM, AVX2
+// only; bench/bench_linear.cc); other hosts differ (docs/PERFORMANCE.md, ../shared/DESIGN.md):
 //  * decode, m <= kGemvMaxM: a streaming GEMV (linear_gemv.cc) that reads the mapped weight once
 //    (two sequential row streams per thread), converts bf16/f16 -> f32 in registers and FMAs into
 //    f32 accumulators, with software prefetch; rows split statically across the OpenMP threads.
@@ -14,12 +14,11 @@
 //    matmul on pre-converted f32 weights, and beats oneDNN with per-call bf16 -> f32 conversion
 //    (oneDNN 2.6 has no bf16/f16 matmul on AVX2-only CPUs).
 //  * linear_backward_input uses the same GEMM with the weight read untransposed.
-// `Weight2D::packed` is not used: packing (convert + transpose) per call costs ~3% of the GEMM
-// time at m=512 (a whole m=6 call, packing included, takes 3.9 ms vs 100 ms at m=512 for
-// 6912x1152), and not pre-packing keeps one copy of each weight in memory (the mapping).
+// No weight is pre-packed: packing (convert + transpose) per call costs ~3% of the GEMM time at
+// m=512 (a whole m=6 call, packing included, takes 3.9 ms vs 100 ms at m=512 for 6912x1152), and
+// not pre-packing keeps one copy of each weight in memory (the mapping).
 #pragma once
 #include <cstdint>
-#include <memory>
 #include <string>
 
 #include "gemmatune/tensor/dtype.h"
@@ -33,8 +32,6 @@ struct Weight2D {
   int64_t n = 0;               // output features (rows)
   int64_t k = 0;               // input features (columns)
 
-  // Opaque per-weight state a kernel may build once and reuse (e.g. a pre-packed layout).
-  mutable std::shared_ptr<void> packed;
 
   bool empty() const { return data == nullptr; }
   size_t bytes() const { return size_t(n) * size_t(k) * dtype_size(dtype); }

@@ -6,6 +6,7 @@
 #include "gemmatune/lora/peft_keys.h"
 #include "gemmatune/model/model.h"
 #include "gemmatune/util/error.h"
+#include "gemmatune/util/random.h"
 
 namespace gt {
 
@@ -26,19 +27,19 @@ std::string peft_experts_key(const std::string& experts_module_path, int depth, 
 void sort_modules(std::vector<LoraModule>& mods) {
   std::stable_sort(mods.begin(), mods.end(), [](const LoraModule& a, const LoraModule& b) {
     if (a.layer != b.layer) return a.layer < b.layer;
-    return lora_proj_index(a.proj) < lora_proj_index(b.proj);
+    return a.proj < b.proj;
   });
 }
 
 }  // namespace lora_detail
 
-const LoraModule* Adapter::find(int64_t layer, const std::string& proj) const {
+const LoraModule* Adapter::find(int64_t layer, Proj proj) const {
   for (const auto& m : modules)
     if (m.layer == layer && m.proj == proj) return &m;
   return nullptr;
 }
 
-LoraModule* Adapter::find(int64_t layer, const std::string& proj) {
+LoraModule* Adapter::find(int64_t layer, Proj proj) {
   for (auto& m : modules)
     if (m.layer == layer && m.proj == proj) return &m;
   return nullptr;
@@ -50,14 +51,31 @@ int64_t Adapter::num_parameters() const {
   return n;
 }
 
-namespace {
-
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+LoraViews bind_adapter(const Adapter& a, const Model& m, float scale) {
+  LoraViews v;
+  v.bound = true;
+  v.modules = int64_t(a.modules.size());
+  v.dropout = a.config.dropout;
+  const int64_t L = m.config().num_layers;
+  v.views.assign(size_t(L * kNumProj), LoraView{});
+  for (size_t i = 0; i < a.modules.size(); ++i) {
+    const LoraModule& mod = a.modules[i];
+    GT_CHECK(mod.layer >= 0 && mod.layer < L, "bind_adapter: module ", mod.target, " has layer ", mod.layer, " of ", L);
+    LoraView& lv = v.at(mod.layer, mod.proj);
+    GT_CHECK(!lv, "bind_adapter: ", mod.target, " is adapted twice");
+    lv.A = mod.A.data();
+    lv.B = mod.B.data();
+    lv.r = mod.r;
+    lv.in = mod.in;
+    lv.out = mod.out;
+    lv.experts = mod.experts;
+    lv.scale = mod.scaling * scale;
+    lv.slot = int64_t(i);
+  }
+  return v;
 }
+
+namespace {
 
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 1469598103934665603ull;
@@ -102,8 +120,9 @@ Adapter Adapter::create(const Model& m, const LoraConfig& cfg_in, uint64_t seed)
   }
   if (c.r <= 0) fail("LoRA config: r must be a positive integer, found ", c.r);
   if (!std::isfinite(c.alpha)) fail("LoRA config: lora_alpha must be a finite number, found ", c.alpha);
-  if (c.init != "kaiming" && c.init != "gaussian")
-    fail("LoRA config: init must be \"kaiming\" (PEFT default) or \"gaussian\", found \"", c.init, "\"");
+  if (c.init != LoraInit::Kaiming && c.init != LoraInit::Gaussian)
+    fail("LoRA config: init must be one of ", enum_choices(kLoraInitNames), " (kaiming: PEFT's default), found ",
+         c.init == LoraInit::None ? std::string("false") : "\"" + c.init_other + "\"");
   if (!(c.dropout >= 0.0 && c.dropout < 1.0)) fail("LoRA config: lora_dropout must be in [0, 1), found ", c.dropout);
   for (const auto& [k, v] : c.rank_pattern)
     if (v <= 0) fail("LoRA config: rank_pattern '", k, "' gives r = ", v, ", expected a positive integer");
@@ -167,7 +186,7 @@ Adapter Adapter::create(const Model& m, const LoraConfig& cfg_in, uint64_t seed)
     mod.B.assign(size_t(mod.out * mod.r * mod.experts), 0.0f);
     uint64_t s = seed ^ fnv1a(t->path);
     Rng rng(splitmix64(s));
-    if (c.init == "gaussian") {
+    if (c.init == LoraInit::Gaussian) {
       const double sd = 1.0 / double(mod.r);
       for (auto& x : mod.A) x = float(rng.normal() * sd);
     } else {

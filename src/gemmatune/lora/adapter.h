@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gemmatune/lora/targets.h"
+#include "gemmatune/model/lora_views.h"
 
 namespace gt {
 
@@ -18,7 +19,7 @@ struct LoraModule {
   std::string target;        // HF path, e.g. "model.layers.0.self_attn.q_proj" or "model.language_model.layers.0.experts.gate_up_proj"
   std::string key_a, key_b;  // full PEFT state-dict keys, e.g. "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
   int64_t layer = -1;        // decoder layer index
-  std::string proj;          // "q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj","experts.gate_up_proj","experts.down_proj"
+  Proj proj = Proj::q_proj;
   int64_t r = 0, in = 0, out = 0, experts = 1;
   float scaling = 1;         // alpha/r, or alpha/sqrt(r) with rsLoRA (per-module r/alpha after patterns)
   std::vector<float> A;      // Linear: [r, in]; Experts: [E*r, in] rows expert-major (PEFT layout)
@@ -31,11 +32,11 @@ struct LoraModule {
 class Adapter {
  public:
   LoraConfig config;
-  std::vector<LoraModule> modules;   // layer by layer, lora_proj_names() order within a layer
+  std::vector<LoraModule> modules;   // layer by layer, Proj order within a layer
   std::vector<std::string> warnings; // things load_peft/create skipped or could not check (the CLI prints them)
 
-  const LoraModule* find(int64_t layer, const std::string& proj) const;  // nullptr if not adapted
-  LoraModule* find(int64_t layer, const std::string& proj);
+  const LoraModule* find(int64_t layer, Proj proj) const;  // nullptr if not adapted
+  LoraModule* find(int64_t layer, Proj proj);
   int64_t num_parameters() const;
 
   // PEFT folder (adapter_config.json + adapter_model.safetensors) validated against the model: unknown keys,
@@ -51,6 +52,11 @@ class Adapter {
   // or N(0, 1/r) for "gaussian"), deterministic in `seed` (each module's stream depends on its path only).
   static Adapter create(const Model& m, const LoraConfig& cfg, uint64_t seed);
 };
+
+// Binds an adapter to a model for the decoder (model/lora_views.h): one view per adapted projection,
+// pointing into the adapter's tensors (which must outlive the views), with `scale` (the run-time
+// adapter scale, e.g. generate --adapter-scale) folded into each module's scaling.
+LoraViews bind_adapter(const Adapter& a, const Model& m, float scale = 1.0f);
 
 // PEFT adapter_config.json <-> LoraConfig. `origin` names the file in errors.
 LoraConfig lora_config_from_peft_json(const nlohmann::json& j, const std::string& origin,

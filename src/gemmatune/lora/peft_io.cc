@@ -133,7 +133,7 @@ LoraConfig lora_config_from_peft_json(const json& j, const std::string& origin, 
   if (has("init_lora_weights")) {
     const json& v = j["init_lora_weights"];
     if (v.is_boolean()) {
-      c.init = v.get<bool>() ? "kaiming" : "none";
+      c.init = v.get<bool>() ? LoraInit::Kaiming : LoraInit::None;
     } else if (v.is_string()) {
       const std::string s = v.get<std::string>();
       // These initialisations rewrite the base weights (the adapter is relative to a modified base model).
@@ -142,7 +142,9 @@ LoraConfig lora_config_from_peft_json(const json& j, const std::string& origin, 
           fail(origin, ": init_lora_weights \"", s,
                "\" is not supported: that initialisation modifies the base weights, so the adapter does not apply to "
                "the unmodified model (convert it to a plain LoRA with PEFT first)");
-      c.init = s;
+      if (s == "kaiming") c.init = LoraInit::Kaiming;
+      else if (s == "gaussian") c.init = LoraInit::Gaussian;
+      else c.init = LoraInit::Other, c.init_other = s;
     } else {
       fail(origin, ": \"init_lora_weights\" must be true, false or a string, found ", v.dump());
     }
@@ -192,7 +194,10 @@ json lora_config_to_peft_json(const LoraConfig& c, const std::string& base_model
   for (const auto& [k, v] : c.alpha_pattern)
     apat[k] = (std::floor(v) == v && std::fabs(v) < 1e15) ? json(int64_t(v)) : json(v);
   for (const auto& [k, v] : c.rank_pattern) rpat[k] = v;
-  json init = c.init == "kaiming" ? json(true) : c.init == "none" ? json(false) : json(c.init);
+  json init = c.init == LoraInit::Kaiming ? json(true)
+              : c.init == LoraInit::None  ? json(false)
+              : c.init == LoraInit::Other ? json(c.init_other)
+                                          : json("gaussian");
   json ltt = nullptr;
   if (!c.layers_to_transform.empty()) ltt = c.layers_to_transform;
   // The field set of PEFT 0.18's LoraConfig (sorted, as PEFT writes it).
@@ -313,13 +318,13 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
   }
 
   const std::vector<LoraTarget> targets = adaptable_targets(m);
-  auto find_target = [&](int64_t layer, const std::string& proj) -> const LoraTarget* {
+  auto find_target = [&](int64_t layer, Proj proj) -> const LoraTarget* {
     for (const auto& t : targets)
       if (t.layer == layer && t.proj == proj) return &t;
     return nullptr;
   };
   const ModelConfig& mc = m.config();
-  std::set<std::pair<int64_t, std::string>> seen;
+  std::set<std::pair<int64_t, Proj>> seen;
   struct ExpertKeys {
     std::string experts_path;  // module path of the experts as in the file
     std::map<int, KeyPair> by_depth;
@@ -387,7 +392,7 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
         ++depth;
       }
       if (!tail.empty()) fail(w_path, ": unknown key '", key, "': expected ...experts(.base_layer)*.lora_A.weight");
-      if (!find_target(layer, "experts.gate_up_proj"))
+      if (!find_target(layer, Proj::experts_gate_up_proj))
         fail(w_path, ": key '", key, "' adapts the experts of layer ", layer, " but that layer of ", m.dir(),
              " has no MoE experts");
       ExpertKeys& ek = experts[layer];
@@ -402,11 +407,11 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
     std::string proj;
     if (starts_with(leaf, "self_attn.")) proj = leaf.substr(10);
     else if (starts_with(leaf, "mlp.")) proj = leaf.substr(4);
-    const int pi = proj.empty() ? -1 : lora_proj_index(proj);
-    if (pi < 0 || pi > 6 || (pi <= 3) != starts_with(leaf, "self_attn."))
+    const std::optional<Proj> pp = proj_from_name(proj);
+    if (!pp || is_expert_proj(*pp) || (*pp <= Proj::o_proj) != starts_with(leaf, "self_attn."))
       fail(w_path, ": key '", key, "' adapts '", mpath, "': '", leaf, "' is not an adaptable module (adaptable: ",
            adaptable_summary(), ")");
-    const LoraTarget* t = find_target(layer, proj);
+    const LoraTarget* t = find_target(layer, *pp);
     if (!t) {
       const LayerSpec& s = m.specs()[size_t(layer)];
       if ((proj == "k_proj" || proj == "v_proj") && s.kv_donor >= 0)
@@ -436,9 +441,9 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
   for (auto& [layer, ek] : experts) {
     std::vector<const LoraTarget*> chosen;
     std::vector<std::string> ppaths;
-    for (const char* p : {"experts.gate_up_proj", "experts.down_proj"}) {
+    for (Proj p : {Proj::experts_gate_up_proj, Proj::experts_down_proj}) {
       const LoraTarget* t = find_target(layer, p);
-      const std::string pp = ek.experts_path + "." + std::string(p).substr(8);
+      const std::string pp = ek.experts_path + "." + std::string(proj_name(p)).substr(8);
       if (t && lora_selects(c, m, *t, pp)) {
         chosen.push_back(t);
         ppaths.push_back(pp);

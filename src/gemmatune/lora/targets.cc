@@ -82,10 +82,11 @@ bool is_maxtext_style(const std::string& e) {
 
 std::string maybe_translate(const std::string& e) { return is_maxtext_style(e) ? translate_maxtext_path(e) : e; }
 
-std::string leaf_of(const std::string& proj) {
-  if (proj == "q_proj" || proj == "k_proj" || proj == "v_proj" || proj == "o_proj") return "self_attn." + proj;
-  if (proj == "gate_proj" || proj == "up_proj" || proj == "down_proj") return "mlp." + proj;
-  return proj;  // experts.*
+std::string leaf_of(Proj p) {
+  const std::string name(proj_name(p));
+  if (p <= Proj::o_proj) return "self_attn." + name;
+  if (p <= Proj::down_proj) return "mlp." + name;
+  return name;  // experts.*
 }
 
 bool list_matches(const json& list, const std::string& path, const char* what) {
@@ -115,20 +116,6 @@ bool spec_matches(const json& spec, const Model& m, const LoraTarget& t, const s
 
 }  // namespace
 
-const std::vector<std::string>& lora_proj_names() {
-  static const std::vector<std::string> names = {"q_proj",   "k_proj",  "v_proj",
-                                                 "o_proj",   "gate_proj", "up_proj",
-                                                 "down_proj", "experts.gate_up_proj", "experts.down_proj"};
-  return names;
-}
-
-int lora_proj_index(const std::string& proj) {
-  const auto& n = lora_proj_names();
-  for (size_t i = 0; i < n.size(); ++i)
-    if (n[i] == proj) return int(i);
-  return -1;
-}
-
 std::string lora_module_prefix(const Model& m) {
   // transformers' module tree for legacy "language_model.model." checkpoints is model.language_model.
   return m.key_prefix() == "language_model.model." ? "model.language_model." : m.key_prefix();
@@ -141,13 +128,13 @@ std::vector<LoraTarget> adaptable_targets(const Model& m) {
   for (const LayerSpec& s : m.specs()) {
     const LayerWeights& lw = m.weights().layers[size_t(s.index)];
     const std::string lp = "layers." + std::to_string(s.index) + ".";
-    const Weight2D* lin[7] = {&lw.q, &lw.k, &lw.v, &lw.o, &lw.gate, &lw.up, &lw.down};
-    for (int i = 0; i < 7; ++i) {
+    const Weight2D* lin[kNumLinearProj] = {&lw.q, &lw.k, &lw.v, &lw.o, &lw.gate, &lw.up, &lw.down};
+    for (int i = 0; i < kNumLinearProj; ++i) {
       const Weight2D& w = *lin[i];
       if (w.empty()) continue;  // KV-shared layers' k/v, v on k_eq_v layers
       LoraTarget t;
       t.kind = LoraKind::Linear;
-      t.proj = lora_proj_names()[size_t(i)];
+      t.proj = kAllProj[size_t(i)];
       t.layer = s.index;
       t.path = prefix + lp + leaf_of(t.proj);
       t.weight_key = w.name;
@@ -162,10 +149,10 @@ std::vector<LoraTarget> adaptable_targets(const Model& m) {
       for (int j = 0; j < 2; ++j) {
         LoraTarget t;
         t.kind = LoraKind::Experts;
-        t.proj = lora_proj_names()[size_t(7 + j)];
+        t.proj = j == 0 ? Proj::experts_gate_up_proj : Proj::experts_down_proj;
         t.layer = s.index;
-        t.path = prefix + lp + t.proj;
-        t.weight_key = m.key_prefix() + lp + t.proj;
+        t.path = prefix + lp + std::string(proj_name(t.proj));
+        t.weight_key = m.key_prefix() + lp + std::string(proj_name(t.proj));
         t.experts = E;
         const Weight2D& w0 = j == 0 ? lw.experts[0].gate_up : lw.experts[0].down;
         t.out = j == 0 ? 2 * I : H;
@@ -327,14 +314,17 @@ std::vector<std::string> maxtext_module_paths(const Model& m, const LoraTarget& 
   }
   std::string leaf;
   const std::string mlp = s.moe ? "mlp/moe_block/shared_experts/" : "mlp/";
-  if (t.proj == "q_proj") leaf = "self_attention/query";
-  else if (t.proj == "k_proj") leaf = "self_attention/key";
-  else if (t.proj == "v_proj") leaf = "self_attention/value";
-  else if (t.proj == "o_proj") leaf = "self_attention/out";
-  else if (t.proj == "gate_proj") leaf = mlp + "wi_0";
-  else if (t.proj == "up_proj") leaf = mlp + "wi_1";
-  else if (t.proj == "down_proj") leaf = mlp + "wo";
-  else leaf = "mlp/moe_block/MoeBlock_0";  // routed experts: one module holding wi_0/wi_1/wo
+  switch (t.proj) {
+    case Proj::q_proj: leaf = "self_attention/query"; break;
+    case Proj::k_proj: leaf = "self_attention/key"; break;
+    case Proj::v_proj: leaf = "self_attention/value"; break;
+    case Proj::o_proj: leaf = "self_attention/out"; break;
+    case Proj::gate_proj: leaf = mlp + "wi_0"; break;
+    case Proj::up_proj: leaf = mlp + "wi_1"; break;
+    case Proj::down_proj: leaf = mlp + "wo"; break;
+    case Proj::experts_gate_up_proj:
+    case Proj::experts_down_proj: leaf = "mlp/moe_block/MoeBlock_0"; break;  // one module holding wi_0/wi_1/wo
+  }
   std::vector<std::string> out;
   for (const auto& p : prefixes) out.push_back(p + "/" + leaf);
   return out;
@@ -342,10 +332,11 @@ std::vector<std::string> maxtext_module_paths(const Model& m, const LoraTarget& 
 
 LoraConfig default_lora_config(const Model& m) {
   LoraConfig c;
-  c.target_modules = json::array({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"});
+  c.target_modules = json::array();
+  for (int i = 0; i < kNumLinearProj; ++i) c.target_modules.push_back(std::string(proj_name(kAllProj[size_t(i)])));
   for (const auto& s : m.specs())
     if (s.moe) {
-      c.target_parameters = {"experts.gate_up_proj", "experts.down_proj"};
+      c.target_parameters = {std::string(proj_name(Proj::experts_gate_up_proj)), std::string(proj_name(Proj::experts_down_proj))};
       break;
     }
   return c;

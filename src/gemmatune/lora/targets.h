@@ -16,15 +16,26 @@
 #include <string>
 #include <vector>
 
+#include "gemmatune/model/lora_views.h"
+#include "gemmatune/model/proj.h"
+#include "gemmatune/util/enum_names.h"
 #include "gemmatune/tensor/dtype.h"
 
 namespace gt {
 
 class Model;
 
+// PEFT init_lora_weights. Kaiming (true): A kaiming-uniform(a=sqrt(5)), B zero; Gaussian: A ~ N(0, (1/r)^2),
+// B zero; None (false): a loaded adapter's; Other: a loaded adapter's string this engine does not
+// implement (kept in LoraConfig::init_other and written back as is).
+enum class LoraInit { Kaiming, Gaussian, None, Other };
+// The values `create` implements (the train option lora_init).
+inline constexpr std::array<EnumName<LoraInit>, 2> kLoraInitNames = {
+    {{LoraInit::Kaiming, "kaiming"}, {LoraInit::Gaussian, "gaussian"}}};
+
 struct LoraConfig {
-  int64_t r = 16;
-  double alpha = 32;
+  int64_t r = kDefaultLoraRank;
+  double alpha = kDefaultLoraAlpha;
   bool use_rslora = false;
   double dropout = 0.0;
   nlohmann::json target_modules;                 // list of names or a regex string (PEFT semantics); null = model default
@@ -32,7 +43,8 @@ struct LoraConfig {
   nlohmann::json exclude_modules;                // list or regex, PEFT semantics
   std::map<std::string, int64_t> rank_pattern;   // PEFT semantics: regex keys, (.*\.)?(key) full match on the path
   std::map<std::string, double> alpha_pattern;
-  std::string init = "kaiming";  // PEFT default: A kaiming-uniform(a=sqrt(5)), B zero; "gaussian": A ~ N(0, (1/r)^2), B zero
+  LoraInit init = LoraInit::Kaiming;
+  std::string init_other;  // init == Other: PEFT's init_lora_weights string
   // PEFT layers_to_transform (only with a list target_modules, as in PEFT): decoder layer indices; empty = all.
   std::vector<int64_t> layers_to_transform;
 };
@@ -45,20 +57,16 @@ struct LoraTarget {
   std::string path;        // HF module / parameter path (see above)
   std::string weight_key;  // checkpoint tensor name: "<key prefix>layers.N.self_attn.q_proj.weight", "...experts.down_proj"
   int64_t layer = -1;
-  std::string proj;        // "q_proj" ... "down_proj", "experts.gate_up_proj", "experts.down_proj"
+  Proj proj = Proj::q_proj;
   int64_t in = 0, out = 0, experts = 1;  // Linear weight [out, in]; Experts weight [E, out, in]
   DType dtype = DType::F32;
   const void* data = nullptr;  // the mapped base weight
 };
 
-// The projection names in the order modules are kept (decoder layer by layer, then this order).
-const std::vector<std::string>& lora_proj_names();
-int lora_proj_index(const std::string& proj);  // -1 if not a projection name
-
 // The module-tree prefix of a model's decoder ("model." or "model.language_model.").
 std::string lora_module_prefix(const Model& m);
 
-// Every adaptable module/parameter of the model, layer by layer in lora_proj_names() order.
+// Every adaptable module/parameter of the model, layer by layer in Proj order.
 std::vector<LoraTarget> adaptable_targets(const Model& m);
 // Their paths, e.g. "model.layers.3.mlp.down_proj", "model.language_model.layers.3.experts.gate_up_proj".
 std::vector<std::string> adaptable_modules(const Model& m);
@@ -86,7 +94,7 @@ std::string translate_maxtext_path(const std::string& path);
 std::vector<std::string> maxtext_module_paths(const Model& m, const LoraTarget& t);
 
 // Per-model defaults (used when target_modules is null): all attention and MLP projections; for Gemma 4
-// MoE also the experts through target_parameters; never the router. r=16, alpha=32.
+// MoE also the experts through target_parameters; never the router. kDefaultLoraRank, kDefaultLoraAlpha.
 LoraConfig default_lora_config(const Model& m);
 
 // Whether `cfg` adapts `t`, with PEFT rules: exclude_modules, then target_modules (list, regex, or a

@@ -5,12 +5,12 @@
 #include <cstring>
 
 #include "gemmatune/kernels/attention.h"
-#include "gemmatune/kernels/dropout.h"
+#include "gemmatune/kernels/cross_entropy.h"
 #include "gemmatune/kernels/gelu.h"
 #include "gemmatune/kernels/moe_balance.h"
+#include "gemmatune/kernels/moe_router.h"
 #include "gemmatune/kernels/rmsnorm.h"
 #include "gemmatune/kernels/rope.h"
-#include "gemmatune/lora/adapter.h"
 #include "gemmatune/util/buffer.h"
 #include "gemmatune/util/error.h"
 
@@ -22,10 +22,12 @@ void add_inplace(float* y, const float* x, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
-
-const char* kProj[9] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-                        "experts.gate_up_proj", "experts.down_proj"};
 }  // namespace
+
+float final_logit_softcap(const ModelConfig& c) {
+  const bool on = c.final_logit_softcapping && *c.final_logit_softcapping > 0 && (c.family == Family::Gemma4 || c.causal_lm);
+  return on ? float(*c.final_logit_softcapping) : 0.0f;
+}
 
 Decoder::Decoder(const Model& m) : m_(m) {
   const auto& c = m.config();
@@ -35,7 +37,6 @@ Decoder::Decoder(const Model& m) : m_(m) {
   }
   new_k_.resize(size_t(c.num_layers));
   new_v_.resize(size_t(c.num_layers));
-  lora_table_.assign(size_t(c.num_layers * 9), nullptr);
 }
 
 void Decoder::reset_expert_stats() {
@@ -43,38 +44,24 @@ void Decoder::reset_expert_stats() {
   for (auto& v : expert_calls_) std::fill(v.begin(), v.end(), 0);
 }
 
-void Decoder::set_adapter(const Adapter* a, float scale) {
-  adapter_ = a;
-  adapter_scale_ = scale;
-  std::fill(lora_table_.begin(), lora_table_.end(), nullptr);
-  if (!a) return;
-  for (int64_t l = 0; l < m_.config().num_layers; ++l)
-    for (int w = 0; w < 9; ++w) lora_table_[size_t(l * 9 + w)] = a->find(l, kProj[w]);
+void Decoder::set_lora(LoraViews views) {
+  GT_CHECK(!views.bound || int64_t(views.views.size()) == m_.config().num_layers * kNumProj,
+           "set_lora: views for ", views.views.size() / kNumProj, " layers, the model has ", m_.config().num_layers);
+  lora_ = std::move(views);
 }
 
-const LoraModule* Decoder::lora(int64_t layer, int which) const { return lora_table_[size_t(layer * 9 + which)]; }
+const LoraView& Decoder::lora(int64_t layer, Proj p) const {
+  static const LoraView none;
+  return lora_.bound ? lora_.at(layer, p) : none;
+}
 
-int64_t Decoder::module_index(const LoraModule* lm) const { return int64_t(lm - adapter_->modules.data()); }
-
-void Decoder::project(const Weight2D& w, const LoraModule* lm, const float* x, int64_t T, float* y,
-                      std::vector<float>* lt) {
+void Decoder::project(int64_t li, Proj p, const Weight2D& w, const float* x, int64_t T, float* y, LayerActs* A) {
   linear(x, T, w, y);
-  if (!lm) return;
-  // y += s · (x Aᵀ) Bᵀ
-  const Weight2D A{"lora_A", DType::F32, lm->A.data(), lm->r, lm->in, {}};
-  const Weight2D B{"lora_B", DType::F32, lm->B.data(), lm->out, lm->r, {}};
-  std::vector<float> local;
-  float* t = lt ? sized(*lt, T * lm->r) : sized(local, T * lm->r);
-  if (lt && dropout_p_ > 0) {  // training: lora_B(lora_A(dropout(x))), the base path sees x
-    float* xd = sized(drop_x_, T * lm->in);
-    dropout_apply(x, xd, T, lm->in, dropout_p_, dropout_seed_, uint64_t(module_index(lm)));
-    x = xd;
-  }
-  linear(x, T, A, t);
-  std::vector<float> ts(size_t(T * lm->r));
-  const float s = lm->scaling * adapter_scale_;
-  for (size_t i = 0; i < ts.size(); ++i) ts[i] = t[i] * s;
-  linear(ts.data(), T, B, y, /*accumulate=*/true);
+  const LoraView& v = lora(li, p);
+  if (!v) return;
+  // y += s · (x Aᵀ) Bᵀ; training: lora_B(lora_A(dropout(x))), the base path sees x.
+  float* lt = A ? sized(A->lt[size_t(proj_index(p))], T * v.r) : nullptr;
+  lora_linear_forward(v, x, T, y, lt, A ? dropout() : nullptr, lora_ws_);
 }
 
 void Decoder::prepare(const std::vector<SeqChunk>& chunks, int64_t& T) {
@@ -145,17 +132,17 @@ void Decoder::attention_block(int64_t li, const std::vector<SeqChunk>& chunks, i
   float* a = sized(A.a, T * H);
   rmsnorm_forward(h_.data(), lw.input_norm.data(), a, T, H, eps, sized(A.rs_in, T));
   float* q0 = sized(A.q0, T * nq);
-  project(lw.q, lora(li, 0), a, T, q0, train ? &A.lt[0] : nullptr);
+  project(li, Proj::q_proj, lw.q, a, T, q0, train ? &A : nullptr);
   float* q = sized(A.q, T * nq);
   rmsnorm_forward(q0, lw.q_norm.data(), q, T * s.num_heads, hd, eps, sized(A.rs_q, T * s.num_heads));
   rope_forward(q, pos_.data(), T, s.num_heads, hd, s.inv_freq.data());
 
   if (s.kv_donor < 0) {
     float* k0 = sized(A.k0, T * nkv);
-    project(lw.k, lora(li, 1), a, T, k0, train ? &A.lt[1] : nullptr);
+    project(li, Proj::k_proj, lw.k, a, T, k0, train ? &A : nullptr);
     float* v0 = sized(A.v0, T * nkv);
     if (s.k_eq_v) std::memcpy(v0, k0, size_t(T * nkv) * 4);  // V from the raw k_proj output
-    else project(lw.v, lora(li, 2), a, T, v0, train ? &A.lt[2] : nullptr);
+    else project(li, Proj::v_proj, lw.v, a, T, v0, train ? &A : nullptr);
     float* k = sized(A.k, T * nkv);
     rmsnorm_forward(k0, lw.k_norm.data(), k, T * s.num_kv_heads, hd, eps, sized(A.rs_k, T * s.num_kv_heads));
     rope_forward(k, pos_.data(), T, s.num_kv_heads, hd, s.inv_freq.data());
@@ -193,7 +180,7 @@ void Decoder::attention_block(int64_t li, const std::vector<SeqChunk>& chunks, i
     off += ch.n;
   }
   float* o0 = sized(A.o0, T * H);
-  project(lw.o, lora(li, 3), out, T, o0, train ? &A.lt[3] : nullptr);
+  project(li, Proj::o_proj, lw.o, out, T, o0, train ? &A : nullptr);
   float* o = sized(tmp_, T * H);
   rmsnorm_forward(o0, lw.post_attn_norm.data(), o, T, H, eps, sized(A.rs_o, T));
   add_inplace(h_.data(), o, T * H);
@@ -206,44 +193,25 @@ void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, float* out) {
   const float eps = float(c.rms_norm_eps);
   const float* resid = h_.data();
   // Router: scaleless norm × scale × H^-½ → logits → softmax → top-k → renormalise → per-expert scale.
-  float* z = sized(A.z, T * H);
-  rmsnorm_forward(resid, nullptr, z, T, H, eps, sized(A.rs_z, T));
-  const float hs = float(1.0 / std::sqrt(double(H)));
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t j = 0; j < H; ++j) z[t * H + j] = z[t * H + j] * lw.router_scale[size_t(j)] * hs;
-  float* pr = sized(A.probs, T * E);
-  linear(z, T, lw.router, pr);
-  int32_t* topk = sized(A.topk, T * K);
+  const MoeRouter router{&lw.router, lw.router_scale.data(), lw.per_expert_scale.data(), E, K, eps};
   float* topw = sized(A.topw, T * K);
+  int32_t* topk = sized(A.topk, T * K);
+  moe_router_forward(router, resid, T, H, sized(A.z, T * H), sized(A.rs_z, T), sized(A.probs, T * E), topk, topw);
   std::vector<std::vector<std::pair<int64_t, int64_t>>> routed(static_cast<size_t>(E));  // expert -> (token, slot)
-  std::vector<int64_t> idx(static_cast<size_t>(E));
-  for (int64_t t = 0; t < T; ++t) {
-    float* lg = pr + t * E;
-    float mx = *std::max_element(lg, lg + E), sum = 0;
-    for (int64_t e = 0; e < E; ++e) sum += (lg[e] = std::exp(lg[e] - mx));
-    for (int64_t e = 0; e < E; ++e) lg[e] /= sum;
-    for (int64_t e = 0; e < E; ++e) idx[size_t(e)] = e;
-    std::partial_sort(idx.begin(), idx.begin() + K, idx.end(), [&](int64_t x, int64_t y) {
-      return lg[x] > lg[y] || (lg[x] == lg[y] && x < y);
-    });
-    float wsum = 0;
-    for (int64_t k = 0; k < K; ++k) wsum += lg[idx[size_t(k)]];
+  for (int64_t t = 0; t < T; ++t)
     for (int64_t k = 0; k < K; ++k) {
-      const int64_t e = idx[size_t(k)];
-      topk[t * K + k] = int32_t(e);
-      topw[t * K + k] = lg[e] / wsum * lw.per_expert_scale[size_t(e)];
+      const int64_t e = topk[t * K + k];
       routed[size_t(e)].push_back({t, k});
       if (!recomputing_) ++expert_counts_[size_t(li)][size_t(e)];
     }
-  }
   // Experts: each routed expert runs once over the tokens that chose it (grouped GEMM); its
   // LoRA, if any, costs only those tokens.
   float* x2 = sized(A.x2, T * H);
   rmsnorm_forward(resid, lw.pre_ff_norm_2.data(), x2, T, H, eps, sized(A.rs_x2, T));
   std::memset(out, 0, size_t(T * H) * 4);
-  const LoraModule* lgu = lora(li, 7);
-  const LoraModule* ldn = lora(li, 8);
-  std::vector<float> xin, gu, act, y, t1, bcol;
+  const LoraView& lgu = lora(li, Proj::experts_gate_up_proj);
+  const LoraView& ldn = lora(li, Proj::experts_down_proj);
+  std::vector<float> xin, gu, act, y;
   for (int64_t e = 0; e < E; ++e) {
     const auto& toks = routed[size_t(e)];
     const int64_t n = int64_t(toks.size());
@@ -254,26 +222,11 @@ void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, float* out) {
     gu.resize(size_t(n * 2 * Im));
     act.resize(size_t(n * Im));
     y.resize(size_t(n * H));
-    auto expert_lora = [&](const LoraModule* lm, const float* in, float* o) {
-      // o += s · (in A_eᵀ) B_eᵀ with A_e = rows [e·r, (e+1)·r) of A, B_e[:, k] = B[:, k·E + e].
-      if (!lm) return;
-      const int64_t r = lm->r;
-      const Weight2D Ae{"lora_A", DType::F32, lm->A.data() + e * r * lm->in, r, lm->in, {}};
-      bcol.resize(size_t(lm->out * r));
-      for (int64_t o2 = 0; o2 < lm->out; ++o2)
-        for (int64_t k = 0; k < r; ++k) bcol[size_t(o2 * r + k)] = lm->B[size_t(o2 * r * E + k * E + e)];
-      const Weight2D Be{"lora_B", DType::F32, bcol.data(), lm->out, r, {}};
-      t1.resize(size_t(n * r));
-      linear(in, n, Ae, t1.data());
-      const float s = lm->scaling * adapter_scale_;
-      for (auto& v : t1) v *= s;
-      linear(t1.data(), n, Be, o, true);
-    };
     linear(xin.data(), n, lw.experts[size_t(e)].gate_up, gu.data());
-    expert_lora(lgu, xin.data(), gu.data());
+    if (lgu) lora_expert_forward(lgu, e, xin.data(), n, gu.data(), nullptr, lora_ws_);
     gelu_gate_forward(gu.data(), 2 * Im, gu.data() + Im, 2 * Im, act.data(), n, Im);
     linear(act.data(), n, lw.experts[size_t(e)].down, y.data());
-    expert_lora(ldn, act.data(), y.data());
+    if (ldn) lora_expert_forward(ldn, e, act.data(), n, y.data(), nullptr, lora_ws_);
     for (int64_t r = 0; r < n; ++r) {
       const int64_t t = toks[size_t(r)].first;
       const float wgt = topw[t * K + toks[size_t(r)].second];
@@ -295,14 +248,14 @@ void Decoder::mlp_block(int64_t li, int64_t T, LayerActs& A, bool train) {
   rmsnorm_forward(h_.data(), lw.pre_ff_norm.data(), x, T, H, eps, sized(A.rs_x, T));
   float* g = sized(A.g, T * I);
   float* u = sized(A.u, T * I);
-  project(lw.gate, lora(li, 4), x, T, g, train ? &A.lt[4] : nullptr);
-  project(lw.up, lora(li, 5), x, T, u, train ? &A.lt[5] : nullptr);
+  project(li, Proj::gate_proj, lw.gate, x, T, g, train ? &A : nullptr);
+  project(li, Proj::up_proj, lw.up, x, T, u, train ? &A : nullptr);
   float* act = sized(A.act, T * I);
   gelu_gate_forward(g, I, u, I, act, T, I);
   float* f = sized(A.f, T * H);
   if (s.moe) {
     float* f0 = sized(A.f0, T * H);
-    project(lw.down, lora(li, 6), act, T, f0, train ? &A.lt[6] : nullptr);
+    project(li, Proj::down_proj, lw.down, act, T, f0, train ? &A : nullptr);
     float* f1 = sized(A.f1, T * H);
     rmsnorm_forward(f0, lw.post_ff_norm_1.data(), f1, T, H, eps, sized(A.rs_f0, T));
     float* moe = sized(A.moe, T * H);
@@ -315,7 +268,7 @@ void Decoder::mlp_block(int64_t li, int64_t T, LayerActs& A, bool train) {
     rmsnorm_forward(moe, lw.post_ff_norm_2.data(), f, T, H, eps, sized(A.rs_moe, T));
     add_inplace(f, f1, T * H);
   } else {
-    project(lw.down, lora(li, 6), act, T, f, train ? &A.lt[6] : nullptr);
+    project(li, Proj::down_proj, lw.down, act, T, f, train ? &A : nullptr);
   }
   float* fn = sized(tmp_, T * H);
   rmsnorm_forward(f, lw.post_ff_norm.data(), fn, T, H, eps, sized(A.rs_f, T));
@@ -392,13 +345,7 @@ int64_t Decoder::forward(const std::vector<SeqChunk>& chunks, LogitsFor mode, st
   const int64_t V = w.lm_head.n;
   logits.resize(size_t(rows * V));
   linear(x, rows, w.lm_head, logits.data());
-  // Final logit softcap: Gemma 4 always; Gemma 3 only in *ForCausalLM (the multimodal class skips it).
-  const bool softcap = c.final_logit_softcapping && *c.final_logit_softcapping > 0 &&
-                       (c.family == Family::Gemma4 || c.causal_lm);
-  if (softcap) {
-    const float cap = float(*c.final_logit_softcapping);
-    for (auto& v : logits) v = cap * std::tanh(v / cap);
-  }
+  softcap_forward(logits.data(), int64_t(logits.size()), final_logit_softcap(c));
   return rows;
 }
 

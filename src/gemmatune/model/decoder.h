@@ -1,19 +1,21 @@
 // The one decoder loop shared by prefill, decoding, scoring and training. It runs a batch of
 // sequence chunks (each with its own KV cache, or none) through every layer, driven by the
-// LayerSpecs; it never branches on model names. A LoRA adapter, when set, is applied unmerged
-// inside every adapted projection (routed experts included, only for the experts a token uses).
+// LayerSpecs; it never branches on model names. LoRA views, when set (lora/ binds an adapter to
+// the model and produces them), are applied unmerged inside every adapted projection by the
+// kernels/lora_linear kernel (routed experts included, only for the experts a token uses).
 // For training, the forward leaves per-layer activations (LayerActs) that backward() consumes.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <vector>
 
+#include "gemmatune/kernels/lora_linear.h"
 #include "gemmatune/model/kv_cache.h"
+#include "gemmatune/model/lora_views.h"
 #include "gemmatune/model/model.h"
+#include "gemmatune/model/proj.h"
 
 namespace gt {
-
-class Adapter;
-struct LoraModule;
 
 struct SeqChunk {
   KvCache* cache = nullptr;  // null: positions start at 0 and nothing is retained
@@ -23,9 +25,13 @@ struct SeqChunk {
 
 enum class LogitsFor { All, Last, None };
 
+// The final logit softcap the model applies (0 = none): Gemma 4 always; Gemma 3 only in
+// *ForCausalLM (the multimodal class skips it).
+float final_logit_softcap(const ModelConfig& c);
+
 // What forward_backward adds for training beyond the cross-entropy.
 struct TrainExtras {
-  // LoRA dropout (the adapter config's lora_dropout, on the input of every adapted Linear, as
+  // LoRA dropout (the views' lora_dropout, on the input of every adapted Linear, as
   // PEFT does): the masks are drawn from this seed, so a step is reproducible and a recomputed
   // layer (gradient checkpointing) sees the same masks.
   uint64_t dropout_seed = 0;
@@ -55,8 +61,8 @@ struct LayerActs {
   std::vector<float> f, rs_f;           // MLP (+MoE) output before post_feedforward_layernorm, its 1/rms
   std::vector<float> h_post;            // residual after the MLP
   std::vector<float> gp0, gp, p0, rs_p; // PLE gate pre-activation, gated input, projection, 1/rms
-  // LoRA: t = x·Aᵀ per adapted projection (index: q k v o gate up down)
-  std::vector<float> lt[7];
+  // LoRA: t = x·Aᵀ per adapted Linear projection, indexed by proj_index(Proj::q_proj .. down_proj)
+  std::array<std::vector<float>, kNumLinearProj> lt;
   // MoE
   std::vector<float> z, rs_z, probs;    // router input (scaled), scaleless-norm 1/rms, softmax [T, E]
   std::vector<int32_t> topk;            // [T, K] expert ids
@@ -71,9 +77,11 @@ class Decoder {
  public:
   explicit Decoder(const Model& m);
 
-  // Applies `a` (unmerged, times `scale`) in every forward from now on; nullptr removes it.
-  void set_adapter(const Adapter* a, float scale = 1.0f);
-  const Adapter* adapter() const { return adapter_; }
+  // Applies these LoRA views (unmerged; lora/adapter.h bind_adapter makes them, its scale folded
+  // in) in every forward from now on; LoraViews{} removes them. The viewed tensors must outlive
+  // their use (the trainer updates them in place).
+  void set_lora(LoraViews views);
+  const LoraViews& lora_views() const { return lora_; }
 
   // Runs all chunks (their tokens concatenated) and advances their caches. Logits rows: every
   // token in order (All) or the last token of each chunk (Last); returns the number of rows and
@@ -83,12 +91,12 @@ class Decoder {
   // Training: forward over cache-less chunks keeping every layer's activations, then the mean
   // cross-entropy over the tokens t with loss_mask[t] = 1 (predicting tokens[t+1] of the same
   // chunk), computed in row chunks without materialising all logits, and the backward pass.
-  // Gradients of the adapter's tensors are added into `grads` (same order as adapter modules:
+  // Gradients of the adapter's tensors are added into `grads` (by module slot, LoraView::slot:
   // grads[2*i] for A, grads[2*i+1] for B). loss_mask is over the concatenated tokens.
   // `loss_weight` scales the loss normalisation: the loss is sum(CE)/normaliser with
   // normaliser = loss_norm (> 0) or the number of scored tokens (loss_norm = 0).
   // Returns the summed cross-entropy (not divided) and the number of scored tokens.
-  // With `extras`: LoRA dropout when the adapter has lora_dropout > 0, and the MoE load-balance
+  // With `extras`: LoRA dropout when the views have lora_dropout > 0, and the MoE load-balance
   // loss when extras->moe_aux_weight > 0 (its value, already scaled, in LossResult::aux; its
   // gradient flows through the router softmax into the residual stream).
   struct LossResult {
@@ -118,25 +126,31 @@ class Decoder {
   void moe_block(int64_t li, int64_t T, LayerActs& A, float* out);
   void ple_inputs(int64_t T);
   void final_rows(LogitsFor mode, const std::vector<SeqChunk>& chunks, int64_t T, float* x, int64_t& rows);
-  // y = x·Wᵀ (+ scale·(x·Aᵀ)·Bᵀ when adapted); keeps x·Aᵀ in `lt` when non-null.
-  void project(const Weight2D& w, const LoraModule* lm, const float* x, int64_t T, float* y, std::vector<float>* lt);
-  const LoraModule* lora(int64_t layer, int which) const;
+  // y = x·Wᵀ (+ the LoRA view's product when adapted); training (A non-null) keeps x·Aᵀ in A->lt.
+  void project(int64_t li, Proj p, const Weight2D& w, const float* x, int64_t T, float* y, LayerActs* A);
+  const LoraView& lora(int64_t layer, Proj p) const;
+  const LoraDropout* dropout() const { return dropout_.p > 0 ? &dropout_ : nullptr; }
+  float* grad(const LoraView& v, bool b, std::vector<std::vector<float>>& grads) const {
+    return grads[size_t(2 * v.slot + (b ? 1 : 0))].data();
+  }
 
   // backward pieces (model/backward.cc)
   void layer_backward(int64_t li, const std::vector<SeqChunk>& chunks, int64_t T, LayerActs& A, float* dh,
                       std::vector<std::vector<float>>& grads);
-  void project_backward(const Weight2D& w, const LoraModule* lm, const float* x, const float* lt, const float* dy,
+  void project_backward(int64_t li, Proj p, const Weight2D& w, const float* x, const LayerActs& A, const float* dy,
                         int64_t T, float* dx, bool accumulate, std::vector<std::vector<float>>& grads);
+  void experts_backward(int64_t li, int64_t T, LayerActs& A, const float* dmoe, std::vector<float>& dx2,
+                        std::vector<float>& dw, std::vector<std::vector<float>>& grads);
   void moe_backward(int64_t li, int64_t T, LayerActs& A, const float* dmoe, float* dh_mid,
                     std::vector<std::vector<float>>& grads);
   LossResult loss_and_grad(const float* h_final, int64_t T, const std::vector<SeqChunk>& chunks,
                            const std::vector<uint8_t>& mask, double norm, float* dh);
-  int64_t module_index(const LoraModule* lm) const;
+  void set_train_extras(const std::vector<SeqChunk>& chunks, const TrainExtras* extras);
+  void size_grads(std::vector<std::vector<float>>& grads) const;
 
   const Model& m_;
-  const Adapter* adapter_ = nullptr;
-  float adapter_scale_ = 1.0f;
-  std::vector<const LoraModule*> lora_table_;  // [layer * 9 + which]
+  LoraViews lora_;
+  LoraScratch lora_ws_;
   std::vector<std::vector<int64_t>> expert_counts_, expert_calls_;
   // Workspace, grown as needed and reused across calls.
   std::vector<int32_t> ids_;
@@ -147,11 +161,9 @@ class Decoder {
   std::vector<std::vector<float>> kv_grad_k_, kv_grad_v_;  // backward: dL/dK, dL/dV per K/V-owning layer
   bool recomputing_ = false;     // gradient checkpointing re-runs a layer: do not count routing twice
   // Training extras of the forward_backward in progress (forward_backward sets and clears them).
-  double dropout_p_ = 0;
-  uint64_t dropout_seed_ = 0;
+  LoraDropout dropout_;
   double aux_weight_ = 0, aux_scale_ = 1, aux_sum_ = 0;  // aux_weight_ already divided by the MoE layer count
   std::vector<int64_t> aux_rows_;                        // token offsets of the batch rows
-  std::vector<float> drop_x_, drop_dx_;
   // Per-layer K/V of the current chunk (also read by KV-shared layers).
   std::vector<std::vector<float>> new_k_, new_v_;
 };

@@ -178,9 +178,9 @@ Model Model::load(const std::string& dir) {
       for (int64_t e = 0; e < E; ++e) {
         ExpertWeights ew;
         ew.gate_up = Weight2D{gu.name + "[" + std::to_string(e) + "]", gu.dtype,
-                              static_cast<const uint8_t*>(gu.data) + size_t(e * 2 * Im * H) * dtype_size(gu.dtype), 2 * Im, H, {}};
+                              static_cast<const uint8_t*>(gu.data) + size_t(e * 2 * Im * H) * dtype_size(gu.dtype), 2 * Im, H};
         ew.down = Weight2D{dn.name + "[" + std::to_string(e) + "]", dn.dtype,
-                           static_cast<const uint8_t*>(dn.data) + size_t(e * H * Im) * dtype_size(dn.dtype), H, Im, {}};
+                           static_cast<const uint8_t*>(dn.data) + size_t(e * H * Im) * dtype_size(dn.dtype), H, Im};
         lw.experts.push_back(std::move(ew));
       }
       lw.pre_ff_norm_2 = L.norm(p + "pre_feedforward_layernorm_2.weight", H, false);

@@ -53,10 +53,11 @@ MemoryPlan plan_memory(const Model& m, const PlanInput& in) {
     // Saved activations for the backward pass (~ every layer's inputs), and a loss chunk.
     p.activations += size_t(T) * size_t(c.num_layers) * size_t(4 * c.hidden_size + 2 * max_q + 3 * max_i) * 4;
     p.activations += size_t(T) * 8192 * 4;
-    size_t lora_params = 0;
-    for (const auto& l : w.layers)
-      for (const Weight2D* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
-        if (!x->empty()) lora_params += size_t(in.lora_rank) * size_t(x->n + x->k);
+    size_t lora_params = size_t(std::max<int64_t>(in.lora_params, 0));
+    if (in.lora_params <= 0)
+      for (const auto& l : w.layers)
+        for (const Weight2D* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
+          if (!x->empty()) lora_params += size_t(in.lora_rank) * size_t(x->n + x->k);
     p.lora = lora_params * 4 * 4;  // parameter, gradient, Adam m and v (f32)
   }
   p.runtime = size_t(64) << 20;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "gemmatune/model/lora_views.h"
 #include "gemmatune/model/model.h"
 
 namespace gt {
@@ -13,7 +14,9 @@ struct PlanInput {
   int64_t batch = 1;           // sequences
   int64_t chunk = 512;         // tokens per forward pass (prefill chunk / training sequence)
   bool train = false;          // add LoRA parameters, gradients and AdamW state
-  int64_t lora_rank = 16;      // for --train: rank on every attention and MLP projection
+  int64_t lora_rank = kDefaultLoraRank;  // for --train: rank on every attention and MLP projection
+  int64_t lora_params = 0;     // for --train: when > 0, the exact LoRA parameter count (rank_pattern and
+                               // targets included), used instead of lora_rank
 };
 
 struct MemoryPlan {

@@ -15,78 +15,146 @@ namespace gt {
 
 using json = nlohmann::json;
 
+namespace {
+
+// The published sizes as data: one row per preset, fields named as config.json names them.
+struct Gemma3Preset {
+  int64_t layers, hidden, intermediate, heads, kv_heads, head_dim, sliding_window;
+  int64_t query_pre_attn_scalar;  // an int in transformers' Gemma3TextConfig
+  int64_t vocab = 262144;
+  bool linear_rope_scaling = false;  // full-attention RoPE: linear scaling by 8 (4b and larger)
+};
+
+struct Gemma4Preset {
+  int64_t layers, hidden, intermediate, heads, kv_heads, sliding_window;
+  int64_t global_kv_heads = 0;   // num_global_key_value_heads (0: null)
+  bool k_eq_v = false;           // attention_k_eq_v
+  int64_t kv_shared_layers = 0;  // num_kv_shared_layers
+  bool double_wide_mlp = false;  // use_double_wide_mlp
+  int64_t per_layer_input = 0;   // hidden_size_per_layer_input (PLE)
+  int64_t experts = 0, top_k = 0, moe_intermediate = 0;
+  int sliding_pattern = 6;       // every sliding_pattern-th layer (and the last) is full attention
+  int64_t head_dim = 256, global_head_dim = 512, vocab = 262144;
+};
+
+template <class P>
+struct Named {
+  std::string_view name;
+  P p;
+};
+
+const std::vector<Named<Gemma3Preset>>& gemma3_presets() {
+  static const std::vector<Named<Gemma3Preset>> v = {
+      {"tiny", {.layers = 4, .hidden = 64, .intermediate = 128, .heads = 2, .kv_heads = 1, .head_dim = 32,
+                .sliding_window = 16, .query_pre_attn_scalar = 32}},
+      {"gemma3-270m", {.layers = 18, .hidden = 640, .intermediate = 2048, .heads = 4, .kv_heads = 1, .head_dim = 256,
+                       .sliding_window = 512, .query_pre_attn_scalar = 256}},
+      {"gemma3-1b", {.layers = 26, .hidden = 1152, .intermediate = 6912, .heads = 4, .kv_heads = 1, .head_dim = 256,
+                     .sliding_window = 512, .query_pre_attn_scalar = 256}},
+      {"gemma3-4b", {.layers = 34, .hidden = 2560, .intermediate = 10240, .heads = 8, .kv_heads = 4, .head_dim = 256,
+                     .sliding_window = 1024, .query_pre_attn_scalar = 256, .vocab = 262208, .linear_rope_scaling = true}},
+  };
+  return v;
+}
+
+const std::vector<Named<Gemma4Preset>>& gemma4_presets() {
+  static const std::vector<Named<Gemma4Preset>> v = {
+      {"gemma4-tiny", {.layers = 6, .hidden = 64, .intermediate = 128, .heads = 2, .kv_heads = 1, .sliding_window = 16,
+                       .kv_shared_layers = 2, .double_wide_mlp = true, .per_layer_input = 16, .sliding_pattern = 3,
+                       .head_dim = 32, .global_head_dim = 64}},
+      {"gemma4-tiny-moe", {.layers = 4, .hidden = 64, .intermediate = 128, .heads = 2, .kv_heads = 1, .sliding_window = 16,
+                           .global_kv_heads = 1, .k_eq_v = true, .experts = 8, .top_k = 2, .moe_intermediate = 32,
+                           .sliding_pattern = 2, .head_dim = 32, .global_head_dim = 64}},
+      {"gemma4-e2b", {.layers = 35, .hidden = 1536, .intermediate = 6144, .heads = 8, .kv_heads = 1, .sliding_window = 512,
+                      .kv_shared_layers = 20, .double_wide_mlp = true, .per_layer_input = 256, .sliding_pattern = 5}},
+      {"gemma4-e4b", {.layers = 42, .hidden = 2560, .intermediate = 10240, .heads = 8, .kv_heads = 2, .sliding_window = 512,
+                      .kv_shared_layers = 18, .per_layer_input = 256}},
+      {"gemma4-26b-a4b", {.layers = 30, .hidden = 2816, .intermediate = 2112, .heads = 16, .kv_heads = 8,
+                          .sliding_window = 1024, .global_kv_heads = 2, .k_eq_v = true, .experts = 128, .top_k = 8,
+                          .moe_intermediate = 704}},
+      {"gemma4-31b", {.layers = 60, .hidden = 5376, .intermediate = 21504, .heads = 32, .kv_heads = 16,
+                      .sliding_window = 1024, .global_kv_heads = 4, .k_eq_v = true}},
+  };
+  return v;
+}
+
+template <class P>
+const P* find_preset(const std::vector<Named<P>>& table, const std::string& name) {
+  for (const auto& n : table)
+    if (n.name == name) return &n.p;
+  return nullptr;
+}
+
+}  // namespace
+
 std::vector<std::string> preset_names() {
-  return {"tiny", "gemma3-270m", "gemma3-1b", "gemma3-4b", "gemma4-tiny", "gemma4-tiny-moe", "gemma4-e2b", "gemma4-e4b", "gemma4-26b-a4b", "gemma4-31b"};
+  std::vector<std::string> v;
+  for (const auto& n : gemma3_presets()) v.emplace_back(n.name);
+  for (const auto& n : gemma4_presets()) v.emplace_back(n.name);
+  return v;
 }
 
 namespace {
 
-json gemma3(int64_t L, int64_t H, int64_t I, int64_t nH, int64_t nKV, int64_t hd, int64_t W, int64_t qpas, int64_t V,
-            bool linear_scaling) {
-  json j = {{"architectures", {"Gemma3ForCausalLM"}},
-            {"model_type", "gemma3_text"},
-            {"vocab_size", V},
-            {"hidden_size", H},
-            {"intermediate_size", I},
-            {"num_hidden_layers", L},
-            {"num_attention_heads", nH},
-            {"num_key_value_heads", nKV},
-            {"head_dim", hd},
-            {"query_pre_attn_scalar", qpas},
-            {"sliding_window", W},
-            {"rms_norm_eps", 1e-6},
-            {"hidden_activation", "gelu_pytorch_tanh"},
-            {"final_logit_softcapping", nullptr},
-            {"attn_logit_softcapping", nullptr},
-            {"max_position_embeddings", 32768},
-            {"bos_token_id", 2},
-            {"eos_token_id", {1, 106}},
-            {"pad_token_id", 0},
-            {"tie_word_embeddings", true},
-            {"dtype", "bfloat16"}};
+// The fields every Gemma text config writes alike (json objects keep their keys sorted, so the
+// order they are added in does not show in config.json).
+json shared_fields(int64_t vocab, int64_t hidden, int64_t intermediate, int64_t layers, int64_t heads, int64_t kv_heads,
+                   int64_t head_dim, int64_t sliding_window) {
+  return {{"vocab_size", vocab},
+          {"hidden_size", hidden},
+          {"intermediate_size", intermediate},
+          {"num_hidden_layers", layers},
+          {"num_attention_heads", heads},
+          {"num_key_value_heads", kv_heads},
+          {"head_dim", head_dim},
+          {"sliding_window", sliding_window},
+          {"rms_norm_eps", 1e-6},
+          {"hidden_activation", "gelu_pytorch_tanh"},
+          {"bos_token_id", 2},
+          {"pad_token_id", 0},
+          {"tie_word_embeddings", true},
+          {"dtype", "bfloat16"}};
+}
+
+json gemma3(const Gemma3Preset& p) {
+  json j = shared_fields(p.vocab, p.hidden, p.intermediate, p.layers, p.heads, p.kv_heads, p.head_dim, p.sliding_window);
+  j["architectures"] = json::array({"Gemma3ForCausalLM"});
+  j["model_type"] = "gemma3_text";
+  j["query_pre_attn_scalar"] = p.query_pre_attn_scalar;
+  j["final_logit_softcapping"] = nullptr;
+  j["attn_logit_softcapping"] = nullptr;
+  j["max_position_embeddings"] = 32768;
+  j["eos_token_id"] = json::array({1, 106});
   json types = json::array();
-  for (int64_t i = 0; i < L; ++i) types.push_back((i + 1) % 6 ? "sliding_attention" : "full_attention");
+  for (int64_t i = 0; i < p.layers; ++i) types.push_back((i + 1) % 6 ? "sliding_attention" : "full_attention");
   j["layer_types"] = types;
   json full = {{"rope_type", "default"}, {"rope_theta", 1000000.0}};
-  if (linear_scaling) full = {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1000000.0}};
+  if (p.linear_rope_scaling) full = {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1000000.0}};
   j["rope_parameters"] = {{"full_attention", full}, {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}}};
   return j;
 }
 
-json gemma4(int64_t L, int64_t H, int64_t I, int64_t nH, int64_t nKV, int64_t W, int64_t global_kv, bool k_eq_v,
-            int64_t shared, bool double_wide, int64_t ple, int64_t experts, int64_t topk, int64_t moe_I, int pattern,
-            int64_t hd = 256, int64_t ghd = 512, int64_t V = 262144) {
-  json t = {{"model_type", "gemma4_text"},
-            {"vocab_size", V},
-            {"hidden_size", H},
-            {"intermediate_size", I},
-            {"num_hidden_layers", L},
-            {"num_attention_heads", nH},
-            {"num_key_value_heads", nKV},
-            {"head_dim", hd},
-            {"global_head_dim", ghd},
-            {"num_global_key_value_heads", global_kv > 0 ? json(global_kv) : json(nullptr)},
-            {"attention_k_eq_v", k_eq_v},
-            {"sliding_window", W},
-            {"rms_norm_eps", 1e-6},
-            {"hidden_activation", "gelu_pytorch_tanh"},
-            {"final_logit_softcapping", 30.0},
-            {"num_kv_shared_layers", shared},
-            {"use_double_wide_mlp", double_wide},
-            {"hidden_size_per_layer_input", ple},
-            {"vocab_size_per_layer_input", V},
-            {"enable_moe_block", experts > 0},
-            {"num_experts", experts > 0 ? json(experts) : json(nullptr)},
-            {"top_k_experts", experts > 0 ? json(topk) : json(nullptr)},
-            {"moe_intermediate_size", experts > 0 ? json(moe_I) : json(nullptr)},
-            {"max_position_embeddings", 131072},
-            {"bos_token_id", 2},
-            {"eos_token_id", 1},
-            {"pad_token_id", 0},
-            {"tie_word_embeddings", true},
-            {"dtype", "bfloat16"}};
+json gemma4(const Gemma4Preset& p) {
+  const bool moe = p.experts > 0;
+  json t = shared_fields(p.vocab, p.hidden, p.intermediate, p.layers, p.heads, p.kv_heads, p.head_dim, p.sliding_window);
+  t["model_type"] = "gemma4_text";
+  t["global_head_dim"] = p.global_head_dim;
+  t["num_global_key_value_heads"] = p.global_kv_heads > 0 ? json(p.global_kv_heads) : json(nullptr);
+  t["attention_k_eq_v"] = p.k_eq_v;
+  t["final_logit_softcapping"] = 30.0;
+  t["num_kv_shared_layers"] = p.kv_shared_layers;
+  t["use_double_wide_mlp"] = p.double_wide_mlp;
+  t["hidden_size_per_layer_input"] = p.per_layer_input;
+  t["vocab_size_per_layer_input"] = p.vocab;
+  t["enable_moe_block"] = moe;
+  t["num_experts"] = moe ? json(p.experts) : json(nullptr);
+  t["top_k_experts"] = moe ? json(p.top_k) : json(nullptr);
+  t["moe_intermediate_size"] = moe ? json(p.moe_intermediate) : json(nullptr);
+  t["max_position_embeddings"] = 131072;
+  t["eos_token_id"] = 1;
   json types = json::array();
-  for (int64_t i = 0; i < L; ++i) types.push_back((i + 1) % pattern && i != L - 1 ? "sliding_attention" : "full_attention");
+  for (int64_t i = 0; i < p.layers; ++i)
+    types.push_back((i + 1) % p.sliding_pattern && i != p.layers - 1 ? "sliding_attention" : "full_attention");
   t["layer_types"] = types;
   t["rope_parameters"] = {
       {"full_attention", {{"rope_type", "proportional"}, {"partial_rotary_factor", 0.25}, {"rope_theta", 1000000.0}}},
@@ -138,23 +206,16 @@ void override_layers(json& root, int64_t layers, int pattern) {
 json preset_config(const std::string& name, int64_t layers, int64_t vocab) {
   json j;
   int pattern = 6;
-  if (name == "tiny") j = gemma3(4, 64, 128, 2, 1, 32, 16, 32, 262144, false);
-  else if (name == "gemma3-270m") j = gemma3(18, 640, 2048, 4, 1, 256, 512, 256, 262144, false);
-  else if (name == "gemma3-1b") j = gemma3(26, 1152, 6912, 4, 1, 256, 512, 256, 262144, false);
-  else if (name == "gemma3-4b") j = gemma3(34, 2560, 10240, 8, 4, 256, 1024, 256, 262208, true);
-  else if (name == "gemma4-tiny") j = gemma4(6, 64, 128, 2, 1, 16, 0, false, 2, true, 16, 0, 0, 0, 3, 32, 64);
-  else if (name == "gemma4-tiny-moe") j = gemma4(4, 64, 128, 2, 1, 16, 1, true, 0, false, 0, 8, 2, 32, 2, 32, 64);
-  else if (name == "gemma4-e2b") { j = gemma4(35, 1536, 6144, 8, 1, 512, 0, false, 20, true, 256, 0, 0, 0, 5); pattern = 5; }
-  else if (name == "gemma4-e4b") j = gemma4(42, 2560, 10240, 8, 2, 512, 0, false, 18, false, 256, 0, 0, 0, 6);
-  else if (name == "gemma4-26b-a4b") j = gemma4(30, 2816, 2112, 16, 8, 1024, 2, true, 0, false, 0, 128, 8, 704, 6);
-  else if (name == "gemma4-31b") j = gemma4(60, 5376, 21504, 32, 16, 1024, 4, true, 0, false, 0, 0, 0, 0, 6);
-  else {
+  if (const Gemma3Preset* p = find_preset(gemma3_presets(), name)) {
+    j = gemma3(*p);
+  } else if (const Gemma4Preset* q = find_preset(gemma4_presets(), name)) {
+    j = gemma4(*q);
+    pattern = q->sliding_pattern;
+  } else {
     std::string all;
     for (const auto& n : preset_names()) all += " " + n;
     fail("unknown preset '", name, "'; available:", all);
   }
-  if (name == "gemma4-tiny") pattern = 3;
-  if (name == "gemma4-tiny-moe") pattern = 2;
   if (layers > 0) override_layers(j, layers, pattern);
   if (vocab > 0) {
     json& t = j.contains("text_config") ? j["text_config"] : j;

@@ -8,7 +8,7 @@
 
 namespace gt {
 
-// Names: tiny, gemma3-270m, gemma3-1b, gemma3-4b, gemma4-tiny, gemma4-e2b, gemma4-e4b,
+// Names (preset_names()): tiny, gemma3-270m, gemma3-1b, gemma3-4b, gemma4-tiny, gemma4-tiny-moe, gemma4-e2b, gemma4-e4b,
 // gemma4-26b-a4b, gemma4-31b. layers > 0 overrides num_hidden_layers (and keeps the layer
 // pattern and KV-sharing proportions). vocab > 0 overrides the vocabulary size.
 nlohmann::json preset_config(const std::string& name, int64_t layers = 0, int64_t vocab = 0);

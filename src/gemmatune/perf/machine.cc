@@ -164,13 +164,6 @@ double fma_pass_gflops(int threads, long iters) {
   return double(threads) * double(iters) * 12.0 * 16.0 / dt / 1e9;
 }
 
-double measure_fma_peak_gflops(int threads) {
-  std::vector<double> v;
-  fma_pass_gflops(threads, 1'000'000);                                 // wake the cores up
-  for (int r = 0; r < 7; ++r) v.push_back(fma_pass_gflops(threads, 10'000'000));  // ~20 ms each
-  return median(v.data(), v.size());
-}
-
 struct SgemmProbe::Impl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream s{eng};

@@ -10,14 +10,10 @@
 namespace gt::perf {
 
 // Streaming read bandwidth in GB/s (1e9 bytes/s) with `threads` OpenMP threads: a 512 MiB
-// 2 MiB-aligned, hugepage-advised buffer (16x the 32 MiB L3) is summed with AVX2 loads, each
+// 2 MiB-aligned, hugepage-advised buffer (larger than the last-level caches of the hosts measured so far) is summed with AVX2 loads, each
 // thread reading one contiguous slice. Repeats until `seconds_budget` is spent (at least 3 reps)
 // and returns the median.
 double measure_read_bandwidth_gbs(int threads, double seconds_budget = 1.0);
-
-// f32 FMA peak in GFLOP/s: each thread runs a register-only loop of 12 independent 256-bit
-// vfmadd231ps chains (enough to cover the 4-cycle latency on both FMA pipes). Median of 7 reps.
-double measure_fma_peak_gflops(int threads);
 
 // oneDNN f32 matmul rate in GFLOP/s (2·M·K·N per call) at M=512, K=N=2048 with weights reordered
 // once into oneDNN's preferred layout: the best f32 GEMM rate a library gets on this machine.
@@ -25,7 +21,7 @@ double measure_fma_peak_gflops(int threads);
 double measure_sgemm_gflops(int threads);
 double measure_sgemm_gflops(int threads, int64_t m, int64_t k, int64_t n, double seconds_budget = 1.0);
 
-// A 2 MiB-aligned buffer advised for transparent hugepages (THP is in `madvise` mode here).
+// A 2 MiB-aligned buffer advised for transparent hugepages (effective where THP is in `madvise` or `always` mode).
 // Contents are not initialised.
 class HugeBuffer {
  public:
@@ -48,7 +44,8 @@ class HugeBuffer {
 // Returns GB/s of that single pass. `bytes` should be a multiple of 256.
 double read_pass_gbs(const void* buf, size_t bytes, int threads);
 
-// One timing of the FMA loop above (`iters` iterations of 12 FMAs per thread), in GFLOP/s.
+// One timing of an FMA loop (each thread runs a register-only loop of 12 independent 256-bit
+// vfmadd231ps chains, enough to cover the FMA latency on both pipes; `iters` iterations of 12 FMAs per thread), in GFLOP/s.
 double fma_pass_gflops(int threads, long iters = 5'000'000);
 
 // The SGEMM reference as a reusable object, for interleaving single calls with other work.

@@ -5,6 +5,7 @@
 #pragma GCC diagnostic ignored "-Wdangling-pointer"
 #include <yaml-cpp/yaml.h>
 
+#include <charconv>
 #include <cstdlib>
 #include <functional>
 #include <sstream>
@@ -17,9 +18,10 @@ namespace {
 
 struct Binding {
   const char* name;
-  const char* help;
+  std::string help;
   std::function<void(TrainOptions&, const std::string&, const std::string&)> set;
   std::function<std::string(const TrainOptions&)> get;
+  bool real = false;  // shown in --help as a person writes it (values() keeps 17 digits: resume compares them)
 };
 
 int64_t to_int(const std::string& v, const std::string& key, const std::string& origin) {
@@ -45,6 +47,13 @@ std::string real_str(double d) {
   os << d;
   return os.str();
 }
+// The shortest text that reads back as the same double: 0.0002, 0.9, 1e-08.
+std::string real_short(const std::string& text) {
+  const double d = std::strtod(text.c_str(), nullptr);
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::general);
+  return std::string(buf, r.ptr);
+}
 
 #define GT_INT(field, help)                                                                                          \
   Binding {                                                                                                          \
@@ -54,7 +63,7 @@ std::string real_str(double d) {
 #define GT_REAL(field, help)                                                                                            \
   Binding {                                                                                                             \
     #field, help, [](TrainOptions& o, const std::string& v, const std::string& org) { o.field = to_real(v, #field, org); }, \
-        [](const TrainOptions& o) { return real_str(o.field); }                                                         \
+        [](const TrainOptions& o) { return real_str(o.field); }, true                                                   \
   }
 #define GT_BOOL(field, help)                                                                                            \
   Binding {                                                                                                             \
@@ -65,6 +74,16 @@ std::string real_str(double d) {
   Binding {                                                                                                   \
     #field, help, [](TrainOptions& o, const std::string& v, const std::string&) { o.field = v; },             \
         [](const TrainOptions& o) { return o.field; }                                                         \
+  }
+
+// An enum option: its names table gives the allowed values (help and errors) and the text form.
+#define GT_ENUM(field, names, help)                                                                                   \
+  Binding {                                                                                                           \
+    #field, help + enum_choices(names),                                                                               \
+        [](TrainOptions& o, const std::string& v, const std::string& org) {                                           \
+          o.field = parse_enum(names, v, org + ": option " #field);                                                   \
+        },                                                                                                            \
+        [](const TrainOptions& o) { return std::string(enum_name(names, o.field)); }                                  \
   }
 
 const std::vector<Binding>& bindings() {
@@ -86,10 +105,10 @@ const std::vector<Binding>& bindings() {
                 return s;
               }},
       GT_STR(eval_data, "held-out JSONL for the evaluation loss"),
-      GT_STR(chat_template, "chat template file (default: the model folder's)"),
-      GT_STR(sft_mode, "keep_generation_prompt | maxtext_default"),
-      GT_STR(on_bad_example, "fail | skip"),
-      GT_STR(truncation, "examples longer than max_len: drop | truncate | fail"),
+      GT_STR(chat_template, "chat template file (none: the model folder's)"),
+      GT_ENUM(sft_mode, kSftModeNames, std::string()),
+      GT_ENUM(on_bad_example, kOnBadNames, std::string()),
+      GT_ENUM(truncation, kTruncationNames, std::string("examples longer than max_len: ")),
       GT_INT(max_len, "tokens per packed row"),
       GT_INT(batch_rows, "rows per micro-batch"),
       GT_BOOL(pack, "pack several examples per row (attention never crosses them)"),
@@ -100,13 +119,13 @@ const std::vector<Binding>& bindings() {
       GT_STR(target_modules, "PEFT target_modules: empty = model default, 'a,b' list, 're:REGEX' full-match regex"),
       GT_STR(target_parameters, "PEFT target_parameters, comma-separated (MoE experts)"),
       GT_STR(exclude_modules, "PEFT exclude_modules, same forms as target_modules"),
-      GT_STR(lora_init, "kaiming (PEFT default) | gaussian"),
+      GT_ENUM(lora_init, kLoraInitNames, std::string("LoRA A initialisation (kaiming: PEFT's default): ")),
       GT_REAL(lr, "peak learning rate"),
       GT_REAL(beta1, "AdamW beta1"),
       GT_REAL(beta2, "AdamW beta2"),
       GT_REAL(eps, "AdamW epsilon"),
       GT_REAL(weight_decay, "AdamW decoupled weight decay"),
-      GT_STR(schedule, "after warmup: cosine | linear | constant"),
+      GT_ENUM(schedule, kLrScheduleNames, std::string("after warmup: ")),
       GT_INT(warmup_steps, "linear warmup steps"),
       GT_REAL(min_lr_ratio, "final learning rate as a fraction of lr (cosine, linear)"),
       GT_REAL(max_grad_norm, "clip the global gradient norm to this (0 = off)"),
@@ -132,7 +151,7 @@ const std::vector<Binding>& bindings() {
 std::vector<TrainOptions::Field> TrainOptions::fields() {
   TrainOptions def;
   std::vector<Field> f;
-  for (const auto& b : bindings()) f.push_back({b.name, b.help, b.get(def)});
+  for (const auto& b : bindings()) f.push_back({b.name, b.help, b.real ? real_short(b.get(def)) : b.get(def)});
   return f;
 }
 

@@ -6,32 +6,42 @@
 #include <string>
 #include <vector>
 
+#include "gemmatune/data/sft.h"
+#include "gemmatune/lora/targets.h"
+#include "gemmatune/model/lora_views.h"
+#include "gemmatune/util/enum_names.h"
+
 namespace gt {
+
+// The learning rate after warmup (lr_at in train/trainer.h).
+enum class LrSchedule { Cosine, Linear, Constant };
+inline constexpr std::array<EnumName<LrSchedule>, 3> kLrScheduleNames = {
+    {{LrSchedule::Cosine, "cosine"}, {LrSchedule::Linear, "linear"}, {LrSchedule::Constant, "constant"}}};
 
 struct TrainOptions {
   // data
   std::vector<std::string> data;  // JSONL files or directories
   std::string eval_data;
   std::string chat_template;      // template file (default: the model folder's)
-  std::string sft_mode = "keep_generation_prompt";
-  std::string on_bad_example = "fail";
-  std::string truncation = "drop";
+  SftMode sft_mode = SftMode::KeepGenerationPrompt;
+  OnBad on_bad_example = OnBad::Fail;
+  Truncation truncation = Truncation::Drop;
   int64_t max_len = 1024;
   int64_t batch_rows = 1;
   bool pack = true;
   // LoRA
-  int64_t lora_r = 16;
-  double lora_alpha = 32;
+  int64_t lora_r = kDefaultLoraRank;
+  double lora_alpha = kDefaultLoraAlpha;
   bool use_rslora = false;
   double lora_dropout = 0.0;
   std::string target_modules;     // empty: the model's default; "a,b,c": a PEFT list; "re:<regex>": a PEFT regex
   std::string target_parameters;  // comma list, e.g. experts.gate_up_proj,experts.down_proj
   std::string exclude_modules;    // same forms as target_modules
-  std::string lora_init = "kaiming";
+  LoraInit lora_init = LoraInit::Kaiming;
   // optimisation
   double lr = 2e-4;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
-  std::string schedule = "cosine";  // cosine | linear | constant (after warmup)
+  LrSchedule schedule = LrSchedule::Cosine;
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.0;
   double max_grad_norm = 1.0;       // 0: no clipping
@@ -55,7 +65,8 @@ struct TrainOptions {
     std::string name, help, def;
   };
   static std::vector<Field> fields();
-  // Sets one option from its text value; throws naming `origin` on an unknown key or bad value.
+  // Sets one option from its text value; throws naming `origin` on an unknown key or bad value
+  // (for an enum option, the message lists the allowed values).
   void set(const std::string& key, const std::string& value, const std::string& origin);
   // Every option as text (for the run folder's config record and resume checks).
   std::map<std::string, std::string> values() const;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -28,17 +29,6 @@ namespace gt {
 namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-nlohmann::json module_list(const std::string& s) {
-  if (s.empty()) return nullptr;
-  if (s.compare(0, 3, "re:") == 0) return s.substr(3);
-  nlohmann::json l = nlohmann::json::array();
-  std::stringstream ss(s);
-  std::string p;
-  while (std::getline(ss, p, ','))
-    if (!p.empty()) l.push_back(p);
-  return l;
-}
 
 std::string fmt_time(double s) {
   char buf[32];
@@ -89,21 +79,71 @@ std::string loss_svg(const std::vector<std::pair<int64_t, double>>& train, const
   return o.str();
 }
 
+// TrainOptions, unpacked once into what each part of the engine takes.
+struct RunSettings {
+  LoraConfig lora;
+  SftOptions sft;
+  DataOptions data;
+  LoaderOptions loader;
+  LoaderOptions eval_loader;
+  AdamWConfig adamw;
+  TrainExtras extras;
+};
+
+nlohmann::json module_list(const std::string& s);
+
+RunSettings unpack(const TrainOptions& o, const Model& model) {
+  RunSettings r;
+  r.lora = default_lora_config(model);
+  r.lora.r = o.lora_r;
+  r.lora.alpha = o.lora_alpha;
+  r.lora.use_rslora = o.use_rslora;
+  r.lora.dropout = o.lora_dropout;
+  r.lora.init = o.lora_init;
+  if (!o.target_modules.empty()) r.lora.target_modules = module_list(o.target_modules);
+  if (!o.target_parameters.empty()) {
+    r.lora.target_parameters.clear();
+    for (const auto& p : module_list(o.target_parameters)) r.lora.target_parameters.push_back(p.get<std::string>());
+  }
+  if (!o.exclude_modules.empty()) r.lora.exclude_modules = module_list(o.exclude_modules);
+  r.sft.mode = o.sft_mode;
+  r.data.max_len = o.max_len;
+  r.data.truncation = o.truncation;
+  r.data.on_bad = o.on_bad_example;
+  r.loader.max_len = o.max_len;
+  r.loader.batch_rows = o.batch_rows;
+  r.loader.pack = o.pack;
+  r.loader.seed = o.seed;
+  r.eval_loader = r.loader;
+  r.eval_loader.seed = 0;
+  r.eval_loader.shuffle = false;
+  r.eval_loader.epochs = 1;
+  r.adamw = AdamWConfig{o.beta1, o.beta2, o.eps, o.weight_decay};
+  r.extras.moe_aux_weight = o.load_balance_loss_weight;
+  r.extras.moe_aux_scale = 1.0 / double(o.grad_accum);
+  return r;
+}
+
+nlohmann::json module_list(const std::string& s) {
+  if (s.empty()) return nullptr;
+  if (s.compare(0, 3, "re:") == 0) return s.substr(3);
+  nlohmann::json l = nlohmann::json::array();
+  std::stringstream ss(s);
+  std::string p;
+  while (std::getline(ss, p, ','))
+    if (!p.empty()) l.push_back(p);
+  return l;
+}
+
 struct Data {
   std::shared_ptr<const SftBuilder> builder;
   std::unique_ptr<SftDataset> set;
 };
 
-Data open_data(const std::vector<std::string>& paths, const Tokenizer& tok, const ChatTemplate* tmpl, const TrainOptions& o) {
-  SftOptions so;
-  so.mode = parse_sft_mode(o.sft_mode);
+Data open_data(const std::vector<std::string>& paths, const Tokenizer& tok, const ChatTemplate* tmpl, const RunSettings& rs) {
   Data d;
-  d.builder = std::make_shared<SftBuilder>(tok, tmpl, so);
-  DataOptions dopt;
-  dopt.max_len = o.max_len;
-  dopt.truncation = parse_truncation(o.truncation);
-  dopt.on_bad = parse_on_bad(o.on_bad_example);
-  d.set = SftDataset::open(paths, d.builder, dopt);
+  d.builder = std::make_shared<SftBuilder>(tok, tmpl, rs.sft);
+  d.set = SftDataset::open(paths, d.builder, rs.data);
   return d;
 }
 
@@ -159,13 +199,7 @@ nlohmann::json routing_stats(const std::vector<std::vector<int64_t>>& counts) {
           {"per_layer_max_load_over_mean", per_layer}};
 }
 
-double evaluate(Decoder& dec, SftDataset& set, const TrainOptions& o) {
-  LoaderOptions lo;
-  lo.max_len = o.max_len;
-  lo.batch_rows = o.batch_rows;
-  lo.pack = o.pack;
-  lo.shuffle = false;
-  lo.epochs = 1;
+double evaluate(Decoder& dec, SftDataset& set, const LoaderOptions& lo) {
   BatchLoader loader(set, lo);
   Batch b;
   double sum = 0;
@@ -188,51 +222,34 @@ double lr_at(const TrainOptions& o, int64_t step, int64_t total) {
   const double span = double(std::max<int64_t>(1, total - o.warmup_steps));
   const double prog = std::min(1.0, double(step - o.warmup_steps) / span);
   const double floor = o.lr * o.min_lr_ratio;
-  if (o.schedule == "constant") return o.lr;
-  if (o.schedule == "linear") return floor + (o.lr - floor) * (1.0 - prog);
-  if (o.schedule == "cosine") return floor + (o.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * prog));
-  fail("unknown schedule '", o.schedule, "' (cosine, linear or constant)");
+  switch (o.schedule) {
+    case LrSchedule::Constant: return o.lr;
+    case LrSchedule::Linear: return floor + (o.lr - floor) * (1.0 - prog);
+    case LrSchedule::Cosine: return floor + (o.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * prog));
+  }
+  fail("lr_at: unknown schedule");
 }
 
-TrainSummary train(const std::string& model_dir, const std::string& out_dir, const TrainOptions& o) {
+namespace {
+
+void validate(const TrainOptions& o) {
   if (o.data.empty()) fail("train: no training data (--data FILE or data: in the run config)");
   if (!(o.lora_dropout >= 0.0 && o.lora_dropout < 1.0)) fail("train: lora_dropout must be in [0, 1), found ", o.lora_dropout);
   if (!(o.load_balance_loss_weight >= 0.0)) fail("train: load_balance_loss_weight must be >= 0, found ", o.load_balance_loss_weight);
   if (o.grad_accum < 1 || o.batch_rows < 1 || o.max_len < 2) fail("train: grad_accum, batch_rows must be >= 1 and max_len >= 2");
-  if (o.threads > 0) omp_set_num_threads(int(o.threads));
-  lr_at(o, 0, 1);  // validates the schedule name
-  make_dirs(out_dir);
-  if (!is_directory(out_dir)) fail("train: cannot create the output folder ", out_dir);
+}
 
-  Model model = Model::load(model_dir);
-  const bool moe = model.config().enable_moe_block;
-  if (o.load_balance_loss_weight > 0 && !moe)
-    fail("train: load_balance_loss_weight is ", o.load_balance_loss_weight, " but ", model_dir, " has no MoE layers");
-  const std::string tok_path = model_dir + "/tokenizer.json";
-  if (!file_exists(tok_path)) fail("train: ", model_dir, " has no tokenizer.json");
-  Tokenizer tok = Tokenizer::from_file(tok_path);
-  std::unique_ptr<ChatTemplate> tmpl;
+std::unique_ptr<ChatTemplate> open_template(const std::string& model_dir, const std::string& chat_template) {
   try {
-    tmpl = std::make_unique<ChatTemplate>(ChatTemplate::from_model_dir(model_dir, o.chat_template));
+    return std::make_unique<ChatTemplate>(ChatTemplate::from_model_dir(model_dir, chat_template));
   } catch (const Error& e) {
-    if (!o.chat_template.empty()) throw;
+    if (!chat_template.empty()) throw;
     std::fprintf(stderr, "[train] no chat template (%s): only plain-text data can be used\n", e.what());
   }
+  return nullptr;
+}
 
-  // LoRA setup.
-  LoraConfig lc = default_lora_config(model);
-  lc.r = o.lora_r;
-  lc.alpha = o.lora_alpha;
-  lc.use_rslora = o.use_rslora;
-  lc.dropout = o.lora_dropout;
-  lc.init = o.lora_init;
-  if (!o.target_modules.empty()) lc.target_modules = module_list(o.target_modules);
-  if (!o.target_parameters.empty()) {
-    lc.target_parameters.clear();
-    for (const auto& p : module_list(o.target_parameters)) lc.target_parameters.push_back(p.get<std::string>());
-  }
-  if (!o.exclude_modules.empty()) lc.exclude_modules = module_list(o.exclude_modules);
-  Adapter adapter = Adapter::create(model, lc, o.seed);
+void print_adapter(const Adapter& adapter, const LoraConfig& lc) {
   for (const auto& w : adapter.warnings) std::fprintf(stderr, "[train] warning: %s\n", w.c_str());
   std::fprintf(stderr, "[train] LoRA r=%lld alpha=%g on %zu modules, %lld trainable parameters\n", (long long)lc.r, lc.alpha,
                adapter.modules.size(), (long long)adapter.num_parameters());
@@ -241,33 +258,99 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
       std::fprintf(stderr, "[train]   %s (r=%lld)\n", adapter.modules[i].target.c_str(), (long long)adapter.modules[i].r);
     else if (i == 8)
       std::fprintf(stderr, "[train]   ... %zu more\n", adapter.modules.size() - 9);
+}
 
-  // Data.
-  Data train_data = open_data(o.data, tok, tmpl.get(), o);
-  train_data.set->prepare_all(0);
-  std::fprintf(stderr, "[train] data: %s\n", train_data.set->report().summary().c_str());
-  for (const auto& is : train_data.set->report().issues) std::fprintf(stderr, "[train]   %s\n", is.message.c_str());
-  Data eval_data;
-  if (!o.eval_data.empty()) {
-    eval_data = open_data({o.eval_data}, tok, tmpl.get(), o);
-    eval_data.set->prepare_all(0);
+int64_t count_batches(SftDataset& set, LoaderOptions lo) {
+  lo.epochs = 1;
+  BatchLoader c(set, lo);
+  Batch b;
+  int64_t n = 0;
+  while (c.next(b)) ++n;
+  return n;
+}
+
+// Sum of squares of each tensor's elements, and of the change between two versions of it.
+double sum_sq(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += double(x) * x;
+  return s;
+}
+double diff_sq(const std::vector<float>& now, const std::vector<float>& before) {
+  double s = 0;
+  for (size_t j = 0; j < now.size(); ++j) {
+    const double d = double(now[j]) - before[j];
+    s += d * d;
   }
-  LoaderOptions lo;
-  lo.max_len = o.max_len;
-  lo.batch_rows = o.batch_rows;
-  lo.pack = o.pack;
-  lo.seed = o.seed;
-  int64_t batches_per_epoch = 0;
-  {
-    LoaderOptions count = lo;
-    count.epochs = 1;
-    BatchLoader c(*train_data.set, count);
-    Batch b;
-    while (c.next(b)) ++batches_per_epoch;
-  }
-  if (batches_per_epoch == 0) fail("train: the training data yields no batch");
-  const int64_t total_steps =
-      o.steps > 0 ? o.steps : std::max<int64_t>(1, (o.epochs * batches_per_epoch + o.grad_accum - 1) / o.grad_accum);
+  return s;
+}
+
+// One training run: set up (model, adapter, data, optimizer, resume), then the step loop; metrics
+// and checkpoints on the way.
+class Trainer {
+ public:
+  Trainer(const std::string& model_dir, const std::string& out_dir, const TrainOptions& o);
+  TrainSummary run();
+
+ private:
+  struct StepResult {
+    double loss = 0, aux = 0, gnorm = 0, lr = 0, seconds = 0;
+    int64_t trained = 0, tokens = 0;
+  };
+  void setup_data();
+  void resume();
+  StepResult step();
+  void collect_routing();
+  void log_metrics(const StepResult& r);
+  nlohmann::json module_norms() const;
+  std::string routing_line(nlohmann::json& line);
+  void maybe_evaluate();
+  void checkpoint();
+  void finish(TrainSummary& sum);
+
+  const std::string model_dir_, out_dir_;
+  const TrainOptions& o_;
+  Model model_;
+  bool moe_ = false;
+  RunSettings rs_;
+  std::optional<Tokenizer> tok_;
+  std::unique_ptr<ChatTemplate> tmpl_;
+  Adapter adapter_;
+  Data train_data_, eval_data_;
+  int64_t total_steps_ = 0;
+  AdamW opt_;
+  TrainerState st_;
+  std::unique_ptr<BatchLoader> loader_;
+  std::vector<std::pair<int64_t, double>> loss_hist_, eval_hist_;
+  std::unique_ptr<Decoder> dec_;
+  std::vector<std::vector<float>*> params_;
+  std::vector<std::vector<float>> grads_, before_;
+  std::vector<SeqChunk> chunks_;
+  std::vector<uint8_t> mask_;
+  std::FILE* metrics_ = nullptr;
+  bool tty_ = false;
+  double t_start_ = 0, tokens_run_ = 0;
+  int64_t steps_run_ = 0;
+  std::vector<std::vector<int64_t>> routed_;  // MoE: tokens per expert and layer since the last metrics line
+  double aux_acc_ = 0;
+  int64_t aux_steps_ = 0;
+  Cursor consumed_;
+  std::unique_ptr<Prefetcher> prefetch_;
+  TrainSummary sum_;
+};
+
+Trainer::Trainer(const std::string& model_dir, const std::string& out_dir, const TrainOptions& o)
+    : model_dir_(model_dir), out_dir_(out_dir), o_(o), model_(Model::load(model_dir)), opt_(AdamWConfig{}) {
+  moe_ = model_.config().enable_moe_block;
+  if (o.load_balance_loss_weight > 0 && !moe_)
+    fail("train: load_balance_loss_weight is ", o.load_balance_loss_weight, " but ", model_dir, " has no MoE layers");
+  rs_ = unpack(o, model_);
+  const std::string tok_path = model_dir + "/tokenizer.json";
+  if (!file_exists(tok_path)) fail("train: ", model_dir, " has no tokenizer.json");
+  tok_.emplace(Tokenizer::from_file(tok_path));
+  tmpl_ = open_template(model_dir, o.chat_template);
+  adapter_ = Adapter::create(model_, rs_.lora, o.seed);
+  print_adapter(adapter_, rs_.lora);
+  setup_data();
 
   PlanInput pin;
   pin.context = o.max_len;
@@ -275,224 +358,251 @@ TrainSummary train(const std::string& model_dir, const std::string& out_dir, con
   pin.batch = o.batch_rows;
   pin.train = true;
   pin.lora_rank = o.lora_r;
-  check_fits(plan_memory(model, pin), "train");
+  pin.lora_params = adapter_.num_parameters();  // rank_pattern and the chosen targets included
+  check_fits(plan_memory(model_, pin), "train");
 
-  AdamWConfig ac{o.beta1, o.beta2, o.eps, o.weight_decay};
-  AdamW opt(ac);
-  TrainerState st;
-  st.options = o.values();
-  st.options.erase("resume");
-  st.options.erase("stop_after");
-  st.options.erase("threads");
-  st.model_fingerprint = model_fingerprint(model);
-  BatchLoader loader(*train_data.set, lo);
-  std::vector<std::pair<int64_t, double>> loss_hist, eval_hist;
-  if (o.resume) {
-    const std::string ck = latest_checkpoint(out_dir);
-    if (ck.empty()) fail("train: --resume but ", out_dir, "/checkpoints has no complete checkpoint");
-    TrainerState prev;
-    load_checkpoint(ck, model, adapter, opt, prev);
-    nlohmann::json mine = st.options;
-    for (auto it = mine.begin(); it != mine.end(); ++it)
-      if (prev.options.contains(it.key()) && prev.options[it.key()] != *it)
-        fail("train: cannot resume ", ck, ": option ", it.key(), " was ", prev.options[it.key()].dump(), ", now ", it->dump());
-    st.step = prev.step;
-    st.tokens_seen = prev.tokens_seen;
-    st.extra = prev.extra;
-    loader.restore(prev.data_cursor);
-    if (st.extra.contains("loss_history"))
-      for (const auto& e : st.extra["loss_history"]) loss_hist.push_back({e[0].get<int64_t>(), e[1].get<double>()});
-    if (st.extra.contains("eval_history"))
-      for (const auto& e : st.extra["eval_history"]) eval_hist.push_back({e[0].get<int64_t>(), e[1].get<double>()});
-    std::fprintf(stderr, "[train] resumed from %s at step %lld\n", ck.c_str(), (long long)st.step);
-  }
+  opt_ = AdamW(rs_.adamw);
+  st_.options = o.values();
+  st_.options.erase("resume");
+  st_.options.erase("stop_after");
+  st_.options.erase("threads");
+  st_.model_fingerprint = model_fingerprint(model_);
+  loader_ = std::make_unique<BatchLoader>(*train_data_.set, rs_.loader);
+  if (o.resume) resume();
   write_file_atomic(out_dir + "/run_config.json", nlohmann::json(o.values()).dump(2) + "\n");
 
-  Decoder dec(model);
-  dec.set_adapter(&adapter);
-  std::vector<std::vector<float>*> params;
-  for (auto& m : adapter.modules) {
-    params.push_back(&m.A);
-    params.push_back(&m.B);
+  dec_ = std::make_unique<Decoder>(model_);
+  dec_->set_lora(bind_adapter(adapter_, model_));
+  for (auto& m : adapter_.modules) {
+    params_.push_back(&m.A);
+    params_.push_back(&m.B);
   }
-  std::vector<std::vector<float>> grads;
-  std::vector<SeqChunk> chunks;
-  std::vector<uint8_t> mask;
-  std::FILE* metrics = std::fopen((out_dir + "/metrics.jsonl").c_str(), o.resume ? "a" : "w");
-  if (!metrics) fail("train: cannot write ", out_dir, "/metrics.jsonl");
-  const bool tty = ::isatty(2);
-  TrainSummary sum;
-  const double t_start = now();
-  double tokens_run = 0;
-  int64_t steps_run = 0;
-  std::vector<std::vector<int64_t>> routed;  // MoE: tokens per expert and layer since the last metrics line
-  double aux_acc = 0;
-  int64_t aux_steps = 0;
-  TrainExtras extras;
-  extras.moe_aux_weight = o.load_balance_loss_weight;
-  extras.moe_aux_scale = 1.0 / double(o.grad_accum);
+  metrics_ = std::fopen((out_dir + "/metrics.jsonl").c_str(), o.resume ? "a" : "w");
+  if (!metrics_) fail("train: cannot write ", out_dir, "/metrics.jsonl");
+  tty_ = ::isatty(2);
+}
 
-  // Batches come from the Prefetcher's thread, ahead of the model; the checkpoint records the
-  // cursor after the last batch consumed (the loader itself is further ahead).
-  Cursor consumed = loader.cursor();
-  Prefetcher prefetch(loader, 4);
-  auto checkpoint = [&]() {
-    BatchLoader at(*train_data.set, lo);
-    at.seek(consumed);
-    st.data_cursor = at.save();
-    nlohmann::json lh = nlohmann::json::array(), eh = nlohmann::json::array();
-    for (const auto& [s, l] : loss_hist) lh.push_back({s, l});
-    for (const auto& [s, l] : eval_hist) eh.push_back({s, l});
-    st.extra["loss_history"] = lh;
-    st.extra["eval_history"] = eh;
-    save_checkpoint(out_dir, model, adapter, opt, st, o.keep_last);
-    write_file_atomic(out_dir + "/loss.svg", loss_svg(loss_hist, eval_hist));
-  };
+void Trainer::setup_data() {
+  train_data_ = open_data(o_.data, *tok_, tmpl_.get(), rs_);
+  train_data_.set->prepare_all(0);
+  std::fprintf(stderr, "[train] data: %s\n", train_data_.set->report().summary().c_str());
+  for (const auto& is : train_data_.set->report().issues) std::fprintf(stderr, "[train]   %s\n", is.message.c_str());
+  if (!o_.eval_data.empty()) {
+    eval_data_ = open_data({o_.eval_data}, *tok_, tmpl_.get(), rs_);
+    eval_data_.set->prepare_all(0);
+  }
+  const int64_t batches_per_epoch = count_batches(*train_data_.set, rs_.loader);
+  if (batches_per_epoch == 0) fail("train: the training data yields no batch");
+  total_steps_ = o_.steps > 0 ? o_.steps
+                              : std::max<int64_t>(1, (o_.epochs * batches_per_epoch + o_.grad_accum - 1) / o_.grad_accum);
+}
 
+void Trainer::resume() {
+  const std::string ck = latest_checkpoint(out_dir_);
+  if (ck.empty()) fail("train: --resume but ", out_dir_, "/checkpoints has no complete checkpoint");
+  TrainerState prev;
+  load_checkpoint(ck, model_, adapter_, opt_, prev);
+  nlohmann::json mine = st_.options;
+  for (auto it = mine.begin(); it != mine.end(); ++it)
+    if (prev.options.contains(it.key()) && prev.options[it.key()] != *it)
+      fail("train: cannot resume ", ck, ": option ", it.key(), " was ", prev.options[it.key()].dump(), ", now ", it->dump());
+  st_.step = prev.step;
+  st_.tokens_seen = prev.tokens_seen;
+  st_.extra = prev.extra;
+  loader_->restore(prev.data_cursor);
+  if (st_.extra.contains("loss_history"))
+    for (const auto& e : st_.extra["loss_history"]) loss_hist_.push_back({e[0].get<int64_t>(), e[1].get<double>()});
+  if (st_.extra.contains("eval_history"))
+    for (const auto& e : st_.extra["eval_history"]) eval_hist_.push_back({e[0].get<int64_t>(), e[1].get<double>()});
+  std::fprintf(stderr, "[train] resumed from %s at step %lld\n", ck.c_str(), (long long)st_.step);
+}
+
+// One optimizer step: its micro-batches (the loss is normalised by the trained tokens of the
+// whole step, not by the number of micro-batches), clipping, AdamW.
+Trainer::StepResult Trainer::step() {
+  StepResult r;
+  const double t0 = now();
+  std::vector<Batch> micro;
   Batch batch;
-  while (st.step < total_steps) {
-    const double t0 = now();
-    // Gather the micro-batches of this step first: the loss is normalised by the trained tokens
-    // of the whole step, not by the number of micro-batches.
-    std::vector<Batch> micro;
-    int64_t trained = 0;
-    for (int64_t a = 0; a < o.grad_accum; ++a) {
-      if (!prefetch.next(batch)) fail("train: the data loader produced no batch");  // it runs without an epoch limit
-      consumed = batch.next;
-      trained += batch.trained();
-      micro.push_back(batch);
-    }
-    for (auto& g : grads) std::fill(g.begin(), g.end(), 0.0f);
-    double loss_sum = 0, aux = 0;
-    int64_t toks = 0;
-    dec.reset_expert_stats();
-    for (size_t a = 0; a < micro.size(); ++a) {
-      const Batch& mb = micro[a];
-      row_chunks(mb.rows, chunks, mask, &extras.row_chunks);
-      // Dropout masks depend on (seed, step, micro-batch) only: a resumed run draws the same ones.
-      extras.dropout_seed = mix_seed(mix_seed(o.seed, uint64_t(st.step)), a);
-      auto r = dec.forward_backward(chunks, mask, grads, double(std::max<int64_t>(trained, 1)), o.grad_checkpointing, &extras);
-      loss_sum += r.sum;
-      aux += r.aux;
-      toks += mb.tokens();
-    }
-    if (moe) {
-      const auto& ec = dec.expert_counts();
-      if (routed.empty()) routed.assign(ec.size(), {});
-      for (size_t l = 0; l < ec.size(); ++l) {
-        if (routed[l].empty()) routed[l].assign(ec[l].size(), 0);
-        for (size_t e = 0; e < ec[l].size(); ++e) routed[l][e] += ec[l][e];
-      }
-    }
-    aux_acc += aux;
-    ++aux_steps;
-    const double loss = trained > 0 ? loss_sum / double(trained) : 0.0;
-    double gn2 = 0;
-    for (const auto& g : grads)
-      for (float x : g) gn2 += double(x) * double(x);
-    const double gnorm = std::sqrt(gn2);
-    if (o.max_grad_norm > 0 && gnorm > o.max_grad_norm) {
-      const float c = float(o.max_grad_norm / (gnorm + 1e-6));
-      for (auto& g : grads)
-        for (auto& x : g) x *= c;
-    }
-    const double lr = lr_at(o, st.step, total_steps);
-    std::vector<std::vector<float>> before;
-    const bool log_now = o.log_every > 0 && ((st.step + 1) % o.log_every == 0 || st.step + 1 == total_steps);
-    if (log_now)
-      for (auto* p : params) before.push_back(*p);
-    opt.step(params, grads, lr);
-    ++st.step;
-    ++steps_run;
-    st.tokens_seen += double(toks);
-    tokens_run += double(toks);
-    const double dt = now() - t0;
-    if (steps_run == 1) sum.first_loss = loss;
-    sum.last_loss = loss;
-    loss_hist.push_back({st.step, loss});
-    const double tps = tokens_run / (now() - t_start);
-    const double eta = double(total_steps - st.step) * (now() - t_start) / double(steps_run);
-    if (log_now) {
-      nlohmann::json mod = nlohmann::json::object();
-      for (size_t i = 0; i < adapter.modules.size(); ++i) {
-        double ga = 0, gb = 0, ua = 0, ub = 0;
-        for (float x : grads[2 * i]) ga += double(x) * x;
-        for (float x : grads[2 * i + 1]) gb += double(x) * x;
-        for (size_t j = 0; j < adapter.modules[i].A.size(); ++j) {
-          const double d = double(adapter.modules[i].A[j]) - before[2 * i][j];
-          ua += d * d;
-        }
-        for (size_t j = 0; j < adapter.modules[i].B.size(); ++j) {
-          const double d = double(adapter.modules[i].B[j]) - before[2 * i + 1][j];
-          ub += d * d;
-        }
-        mod[adapter.modules[i].target] = {{"grad_norm_A", std::sqrt(ga)}, {"grad_norm_B", std::sqrt(gb)},
-                                          {"update_norm_A", std::sqrt(ua)}, {"update_norm_B", std::sqrt(ub)}};
-      }
-      nlohmann::json line = {{"step", st.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
-                             {"trained_tokens", trained}, {"tokens", toks}, {"step_seconds", dt}, {"tokens_per_s", tps},
-                             {"epoch", consumed.epoch}, {"modules", mod}};
-      std::string extra;
-      if (moe) {
-        // Routing since the previous metrics line; the aux loss is its mean per step.
-        nlohmann::json rs = routing_stats(routed);
-        if (o.load_balance_loss_weight > 0) {
-          rs["aux_loss"] = aux_acc / double(std::max<int64_t>(aux_steps, 1));
-          line["aux_loss"] = rs["aux_loss"];
-        }
-        char buf[96];
-        std::snprintf(buf, sizeof buf, " | experts max/mean %.2f, %lld idle", rs["max_load_over_mean"].get<double>(),
-                      (long long)rs["unused_experts"].get<int64_t>());
-        extra = buf;
-        if (o.load_balance_loss_weight > 0) {
-          std::snprintf(buf, sizeof buf, " | aux %.4g", rs["aux_loss"].get<double>());
-          extra += buf;
-        }
-        line["routing"] = rs;
-        routed.clear();
-      }
-      aux_acc = 0;
-      aux_steps = 0;
-      std::fprintf(metrics, "%s\n", line.dump().c_str());
-      std::fflush(metrics);
-      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.3g | grad %.3g | %.0f tok/s%s | ETA %s%s", tty ? "\r" : "",
-                   (long long)st.step, (long long)total_steps, loss, lr, gnorm, tps, extra.c_str(), fmt_time(eta).c_str(),
-                   tty ? "   " : "\n");
-      std::fflush(stderr);
-    }
-    if (eval_data.set && o.eval_every > 0 && st.step % o.eval_every == 0) {
-      const double el = evaluate(dec, *eval_data.set, o);
-      eval_hist.push_back({st.step, el});
-      std::fprintf(metrics, "%s\n", nlohmann::json({{"step", st.step}, {"eval_loss", el}}).dump().c_str());
-      std::fprintf(stderr, "%s[train] step %lld eval loss %.4f\n", tty ? "\n" : "", (long long)st.step, el);
-    }
-    const bool stop = o.stop_after > 0 && steps_run >= o.stop_after;
-    if ((o.save_every > 0 && st.step % o.save_every == 0) || stop || st.step == total_steps) checkpoint();
+  for (int64_t a = 0; a < o_.grad_accum; ++a) {
+    if (!prefetch_->next(batch)) fail("train: the data loader produced no batch");  // it runs without an epoch limit
+    consumed_ = batch.next;
+    r.trained += batch.trained();
+    micro.push_back(batch);
+  }
+  for (auto& g : grads_) std::fill(g.begin(), g.end(), 0.0f);
+  double loss_sum = 0;
+  dec_->reset_expert_stats();
+  for (size_t a = 0; a < micro.size(); ++a) {
+    const Batch& mb = micro[a];
+    row_chunks(mb.rows, chunks_, mask_, &rs_.extras.row_chunks);
+    // Dropout masks depend on (seed, step, micro-batch) only: a resumed run draws the same ones.
+    rs_.extras.dropout_seed = mix_seed(mix_seed(o_.seed, uint64_t(st_.step)), a);
+    auto fb = dec_->forward_backward(chunks_, mask_, grads_, double(std::max<int64_t>(r.trained, 1)),
+                                     o_.grad_checkpointing, &rs_.extras);
+    loss_sum += fb.sum;
+    r.aux += fb.aux;
+    r.tokens += mb.tokens();
+  }
+  if (moe_) collect_routing();
+  aux_acc_ += r.aux;
+  ++aux_steps_;
+  r.loss = r.trained > 0 ? loss_sum / double(r.trained) : 0.0;
+  double gn2 = 0;
+  for (const auto& g : grads_)
+    for (float x : g) gn2 += double(x) * double(x);
+  r.gnorm = std::sqrt(gn2);
+  if (o_.max_grad_norm > 0 && r.gnorm > o_.max_grad_norm) {
+    const float c = float(o_.max_grad_norm / (r.gnorm + 1e-6));
+    for (auto& g : grads_)
+      for (auto& x : g) x *= c;
+  }
+  r.lr = lr_at(o_, st_.step, total_steps_);
+  before_.clear();
+  if (o_.log_every > 0 && ((st_.step + 1) % o_.log_every == 0 || st_.step + 1 == total_steps_))
+    for (auto* p : params_) before_.push_back(*p);
+  opt_.step(params_, grads_, r.lr);
+  ++st_.step;
+  ++steps_run_;
+  st_.tokens_seen += double(r.tokens);
+  tokens_run_ += double(r.tokens);
+  r.seconds = now() - t0;
+  return r;
+}
+
+void Trainer::collect_routing() {
+  const auto& ec = dec_->expert_counts();
+  if (routed_.empty()) routed_.assign(ec.size(), {});
+  for (size_t l = 0; l < ec.size(); ++l) {
+    if (routed_[l].empty()) routed_[l].assign(ec[l].size(), 0);
+    for (size_t e = 0; e < ec[l].size(); ++e) routed_[l][e] += ec[l][e];
+  }
+}
+
+// Per-module gradient and update norms (the update against the parameters before this step).
+nlohmann::json Trainer::module_norms() const {
+  nlohmann::json mod = nlohmann::json::object();
+  for (size_t i = 0; i < adapter_.modules.size(); ++i) {
+    const LoraModule& m = adapter_.modules[i];
+    mod[m.target] = {{"grad_norm_A", std::sqrt(sum_sq(grads_[2 * i]))},
+                     {"grad_norm_B", std::sqrt(sum_sq(grads_[2 * i + 1]))},
+                     {"update_norm_A", std::sqrt(diff_sq(m.A, before_[2 * i]))},
+                     {"update_norm_B", std::sqrt(diff_sq(m.B, before_[2 * i + 1]))}};
+  }
+  return mod;
+}
+
+// MoE routing since the previous metrics line (the aux loss is its mean per step): into the
+// metrics line, and the progress bar's part.
+std::string Trainer::routing_line(nlohmann::json& line) {
+  nlohmann::json rs = routing_stats(routed_);
+  if (o_.load_balance_loss_weight > 0) {
+    rs["aux_loss"] = aux_acc_ / double(std::max<int64_t>(aux_steps_, 1));
+    line["aux_loss"] = rs["aux_loss"];
+  }
+  char buf[96];
+  std::snprintf(buf, sizeof buf, " | experts max/mean %.2f, %lld idle", rs["max_load_over_mean"].get<double>(),
+                (long long)rs["unused_experts"].get<int64_t>());
+  std::string extra = buf;
+  if (o_.load_balance_loss_weight > 0) {
+    std::snprintf(buf, sizeof buf, " | aux %.4g", rs["aux_loss"].get<double>());
+    extra += buf;
+  }
+  line["routing"] = rs;
+  routed_.clear();
+  return extra;
+}
+
+void Trainer::log_metrics(const StepResult& r) {
+  const double tps = tokens_run_ / (now() - t_start_);
+  const double eta = double(total_steps_ - st_.step) * (now() - t_start_) / double(steps_run_);
+  if (before_.empty()) return;  // not a logging step
+  nlohmann::json line = {{"step", st_.step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.gnorm},
+                         {"trained_tokens", r.trained}, {"tokens", r.tokens}, {"step_seconds", r.seconds},
+                         {"tokens_per_s", tps}, {"epoch", consumed_.epoch}, {"modules", module_norms()}};
+  const std::string extra = moe_ ? routing_line(line) : std::string();
+  aux_acc_ = 0;
+  aux_steps_ = 0;
+  std::fprintf(metrics_, "%s\n", line.dump().c_str());
+  std::fflush(metrics_);
+  std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.3g | grad %.3g | %.0f tok/s%s | ETA %s%s", tty_ ? "\r" : "",
+               (long long)st_.step, (long long)total_steps_, r.loss, r.lr, r.gnorm, tps, extra.c_str(),
+               fmt_time(eta).c_str(), tty_ ? "   " : "\n");
+  std::fflush(stderr);
+}
+
+void Trainer::maybe_evaluate() {
+  if (!eval_data_.set || o_.eval_every <= 0 || st_.step % o_.eval_every != 0) return;
+  const double el = evaluate(*dec_, *eval_data_.set, rs_.eval_loader);
+  eval_hist_.push_back({st_.step, el});
+  std::fprintf(metrics_, "%s\n", nlohmann::json({{"step", st_.step}, {"eval_loss", el}}).dump().c_str());
+  std::fprintf(stderr, "%s[train] step %lld eval loss %.4f\n", tty_ ? "\n" : "", (long long)st_.step, el);
+}
+
+// The checkpoint records the cursor after the last batch consumed (the loader itself is further
+// ahead: batches come from the Prefetcher's thread).
+void Trainer::checkpoint() {
+  BatchLoader at(*train_data_.set, rs_.loader);
+  at.seek(consumed_);
+  st_.data_cursor = at.save();
+  nlohmann::json lh = nlohmann::json::array(), eh = nlohmann::json::array();
+  for (const auto& [s, l] : loss_hist_) lh.push_back({s, l});
+  for (const auto& [s, l] : eval_hist_) eh.push_back({s, l});
+  st_.extra["loss_history"] = lh;
+  st_.extra["eval_history"] = eh;
+  save_checkpoint(out_dir_, model_, adapter_, opt_, st_, o_.keep_last);
+  write_file_atomic(out_dir_ + "/loss.svg", loss_svg(loss_hist_, eval_hist_));
+}
+
+TrainSummary Trainer::run() {
+  t_start_ = now();
+  consumed_ = loader_->cursor();
+  prefetch_ = std::make_unique<Prefetcher>(*loader_, 4);
+  while (st_.step < total_steps_) {
+    const StepResult r = step();
+    if (steps_run_ == 1) sum_.first_loss = r.loss;
+    sum_.last_loss = r.loss;
+    loss_hist_.push_back({st_.step, r.loss});
+    log_metrics(r);
+    maybe_evaluate();
+    const bool stop = o_.stop_after > 0 && steps_run_ >= o_.stop_after;
+    if ((o_.save_every > 0 && st_.step % o_.save_every == 0) || stop || st_.step == total_steps_) checkpoint();
     if (stop) break;
   }
-  if (tty) std::fprintf(stderr, "\n");
-  std::fclose(metrics);
+  prefetch_.reset();
+  finish(sum_);
+  return sum_;
+}
+
+void Trainer::finish(TrainSummary& sum) {
+  if (tty_) std::fprintf(stderr, "\n");
+  std::fclose(metrics_);
   // The "loss goes down, outputs don't change" failure: an adapter whose B never moved.
-  for (const auto& m : adapter.modules) {
-    double nb = 0;
-    for (float x : m.B) nb += double(x) * x;
-    if (nb == 0 && st.step > 0)
+  for (const auto& m : adapter_.modules)
+    if (sum_sq(m.B) == 0 && st_.step > 0)
       std::fprintf(stderr, "[train] warning: %s: lora_B is still exactly zero after %lld steps: this adapter changes nothing\n",
-                   m.target.c_str(), (long long)st.step);
-  }
-  if (eval_data.set) {
-    sum.eval_loss = evaluate(dec, *eval_data.set, o);
+                   m.target.c_str(), (long long)st_.step);
+  if (eval_data_.set) {
+    sum.eval_loss = evaluate(*dec_, *eval_data_.set, rs_.eval_loader);
     std::fprintf(stderr, "[train] eval loss %.4f\n", sum.eval_loss);
   }
-  sum.steps = st.step;
-  sum.tokens_per_s = tokens_run / std::max(1e-9, now() - t_start);
-  if (st.step >= total_steps) {
-    sum.adapter_dir = out_dir + "/adapter";
-    adapter.save_peft(sum.adapter_dir, model_dir);
+  sum.steps = st_.step;
+  sum.tokens_per_s = tokens_run_ / std::max(1e-9, now() - t_start_);
+  if (st_.step >= total_steps_) {
+    sum.adapter_dir = out_dir_ + "/adapter";
+    adapter_.save_peft(sum.adapter_dir, model_dir_);
   }
-  std::fprintf(stderr, "[train] %lld steps, loss %.4f -> %.4f, %.0f tokens/s%s%s\n", (long long)st.step, sum.first_loss,
+  std::fprintf(stderr, "[train] %lld steps, loss %.4f -> %.4f, %.0f tokens/s%s%s\n", (long long)st_.step, sum.first_loss,
                sum.last_loss, sum.tokens_per_s, sum.adapter_dir.empty() ? "" : ", adapter: ", sum.adapter_dir.c_str());
-  return sum;
+}
+
+}  // namespace
+
+TrainSummary train(const std::string& model_dir, const std::string& out_dir, const TrainOptions& o) {
+  validate(o);
+  if (o.threads > 0) omp_set_num_threads(int(o.threads));
+  make_dirs(out_dir);
+  return Trainer(model_dir, out_dir, o).run();
 }
 
 }  // namespace gt

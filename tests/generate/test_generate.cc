@@ -68,7 +68,7 @@ TEST_F(Generation, GreedyIsDeterministicAndStreamsTheWholeText) {
   GenerateResult a = gen(o, &streamed), b = gen(o);
   EXPECT_EQ(a.tokens, b.tokens);
   EXPECT_EQ(a.tokens.size(), 12u);
-  EXPECT_EQ(a.stop_reason, "max_tokens");
+  EXPECT_EQ(a.stop_reason, StopReason::MaxTokens);
   EXPECT_EQ(streamed, a.text);
   EXPECT_EQ(a.text, tok->decode(a.tokens, true));
 }
@@ -80,7 +80,7 @@ TEST_F(Generation, StopIdEndsGeneration) {
   GenerateResult a = gen(o);
   o.stop_ids = {a.tokens[4]};
   GenerateResult b = gen(o);
-  EXPECT_EQ(b.stop_reason, "eos");
+  EXPECT_EQ(b.stop_reason, StopReason::Eos);
   // Stops at the first occurrence of that id; the stop token itself is not part of the output.
   size_t first = size_t(std::find(a.tokens.begin(), a.tokens.end(), a.tokens[4]) - a.tokens.begin());
   EXPECT_EQ(b.tokens, std::vector<int32_t>(a.tokens.begin(), a.tokens.begin() + long(first)));
@@ -98,7 +98,7 @@ TEST_F(Generation, StopStringCutsTheText) {
   o.stop_strings = {stop};
   std::string streamed;
   GenerateResult b = gen(o, &streamed);
-  EXPECT_EQ(b.stop_reason, "stop_string");
+  EXPECT_EQ(b.stop_reason, StopReason::StopString);
   EXPECT_EQ(b.text, a.text.substr(0, a.text.find(stop)));
   EXPECT_EQ(streamed, b.text);
 }

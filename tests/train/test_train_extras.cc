@@ -178,7 +178,7 @@ TEST(LoraDropout, GradientMatchesFiniteDifferencesWithTheSameMasks) {
   Model m = Model::load(test::fixture("gemma3_causal") + "/model");
   Adapter a = busy_adapter(m, 11);
   Decoder dec(m);
-  dec.set_adapter(&a);
+  dec.set_lora(bind_adapter(a, m));
   std::vector<int32_t> toks = {2, 10, 20, 30, 40, 50, 60, 70, 80};
   std::vector<uint8_t> mask = {0, 1, 1, 1, 1, 1, 1, 1, 0};
   std::vector<SeqChunk> ch = {{nullptr, toks.data(), 9}};
@@ -188,6 +188,7 @@ TEST(LoraDropout, GradientMatchesFiniteDifferencesWithTheSameMasks) {
   const Outcome plain = run(dec, ch, mask, nullptr);
   EXPECT_EQ(run(dec, ch, mask, &ex).g, plain.g);
   a.config.dropout = 0.3;
+  dec.set_lora(bind_adapter(a, m));  // the views carry lora_dropout
   const Outcome drop = run(dec, ch, mask, &ex);
   EXPECT_NE(drop.g, plain.g);
   EXPECT_NE(drop.ce, plain.ce);
@@ -208,7 +209,7 @@ TEST(MoeAuxLoss, GradientMatchesFiniteDifferencesAndRowsFollowTheBatch) {
   Model m = Model::load(test::fixture("gemma4_moe") + "/model");
   Adapter a = busy_adapter(m, 3);
   Decoder dec(m);
-  dec.set_adapter(&a);
+  dec.set_lora(bind_adapter(a, m));
   std::vector<int32_t> toks = {2, 11, 23, 35, 47, 59, 61, 73, 2, 85, 97, 109, 121};
   std::vector<uint8_t> mask = {0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0};
   std::vector<SeqChunk> ch = {{nullptr, toks.data(), 8}, {nullptr, toks.data() + 8, 5}};

@@ -75,7 +75,7 @@ std::string edited_adapter(const std::string& fx, const std::string& name,
 
 size_t count_proj(const Adapter& a, const std::string& proj) {
   size_t n = 0;
-  for (const auto& m : a.modules) n += m.proj == proj;
+  for (const auto& m : a.modules) n += proj_name(m.proj) == proj;
   return n;
 }
 
@@ -127,14 +127,14 @@ TEST(LoraLoad, EveryFixtureMatchesGoldenLoraSection) {
       EXPECT_EQ(mod.A, st.get(mod.key_a).to_floats());
       const LayerWeights& lw = m.weights().layers[size_t(mod.layer)];
       if (mod.kind == LoraKind::Linear) {
-        const Weight2D* w = mod.proj == "q_proj" ? &lw.q : mod.proj == "k_proj" ? &lw.k : mod.proj == "v_proj" ? &lw.v
-                          : mod.proj == "o_proj" ? &lw.o : mod.proj == "gate_proj" ? &lw.gate
-                          : mod.proj == "up_proj" ? &lw.up : &lw.down;
+        const Weight2D* w = proj_name(mod.proj) == "q_proj" ? &lw.q : proj_name(mod.proj) == "k_proj" ? &lw.k : proj_name(mod.proj) == "v_proj" ? &lw.v
+                          : proj_name(mod.proj) == "o_proj" ? &lw.o : proj_name(mod.proj) == "gate_proj" ? &lw.gate
+                          : proj_name(mod.proj) == "up_proj" ? &lw.up : &lw.down;
         EXPECT_EQ(mod.in, w->k);
         EXPECT_EQ(mod.out, w->n);
         EXPECT_EQ(mod.experts, 1);
       } else {
-        const Weight2D& w = mod.proj == "experts.gate_up_proj" ? lw.experts[0].gate_up : lw.experts[0].down;
+        const Weight2D& w = proj_name(mod.proj) == "experts.gate_up_proj" ? lw.experts[0].gate_up : lw.experts[0].down;
         EXPECT_EQ(mod.in, w.k);
         EXPECT_EQ(mod.out, w.n);
         EXPECT_EQ(mod.experts, int64_t(lw.experts.size()));
@@ -143,15 +143,15 @@ TEST(LoraLoad, EveryFixtureMatchesGoldenLoraSection) {
       params += int64_t(mod.A.size() + mod.B.size());
     }
     EXPECT_EQ(a.num_parameters(), params);
-    EXPECT_EQ(a.find(0, "no_such_proj"), nullptr);
+    EXPECT_FALSE(proj_from_name("no_such_proj").has_value());
   }
 }
 
 TEST(LoraLoad, MoeParamWrapperNesting) {
   Model m = load_model("gemma4_moe");
   Adapter a = Adapter::load_peft(test::fixture("gemma4_moe") + "/adapter", m);
-  const LoraModule* gu = a.find(0, "experts.gate_up_proj");
-  const LoraModule* dn = a.find(0, "experts.down_proj");
+  const LoraModule* gu = a.find(0, Proj::experts_gate_up_proj);
+  const LoraModule* dn = a.find(0, Proj::experts_down_proj);
   ASSERT_TRUE(gu && dn);
   // gate_up_proj [E, 2I, H] is the inner wrapper, down_proj [E, H, I] the outer one (README item 18).
   EXPECT_EQ(gu->key_a, "base_model.model.model.language_model.layers.0.experts.base_layer.lora_A.weight");
@@ -217,7 +217,7 @@ TEST(LoraSave, ConfigJsonRoundTripOfNonDefaultOptions) {
   c.rank_pattern = {{"v_proj", 4}};
   c.alpha_pattern = {{"q_proj", 3.0}};
   c.layers_to_transform = {1, 2};
-  c.init = "gaussian";
+  c.init = LoraInit::Gaussian;
   const json j = lora_config_to_peft_json(c, "google/gemma-3-1b-it");
   EXPECT_EQ(j["peft_type"], "LORA");
   EXPECT_EQ(j["base_model_name_or_path"], "google/gemma-3-1b-it");
@@ -233,7 +233,7 @@ TEST(LoraSave, ConfigJsonRoundTripOfNonDefaultOptions) {
   EXPECT_EQ(d.rank_pattern, c.rank_pattern);
   EXPECT_EQ(d.alpha_pattern, c.alpha_pattern);
   EXPECT_EQ(d.layers_to_transform, c.layers_to_transform);
-  EXPECT_EQ(d.init, "gaussian");
+  EXPECT_EQ(d.init, LoraInit::Gaussian);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -428,7 +428,7 @@ TEST(LoraTargets, AdaptableModulesSkipRouterSharedKvAndKeqV) {
     c.target_modules = ".*";
     Adapter a = Adapter::create(m, c, 7);
     for (const auto& mod : a.modules)
-      if (mod.proj == "k_proj" || mod.proj == "v_proj") {
+      if (proj_name(mod.proj) == "k_proj" || proj_name(mod.proj) == "v_proj") {
         EXPECT_LT(mod.layer, 4) << mod.target;
       }
     EXPECT_EQ(a.modules.size(), 8u * 5 + 4u * 2);
@@ -463,20 +463,20 @@ TEST(LoraTargets, ExcludeModulesAndLayersToTransform) {
   c.target_modules = json::array({"q_proj", "k_proj"});
   c.exclude_modules = json::array({"model.layers.0.self_attn.q_proj"});
   Adapter a = Adapter::create(m, c, 1);
-  EXPECT_EQ(a.find(0, "q_proj"), nullptr);
-  EXPECT_NE(a.find(0, "k_proj"), nullptr);
-  EXPECT_NE(a.find(1, "q_proj"), nullptr);
+  EXPECT_EQ(a.find(0, Proj::q_proj), nullptr);
+  EXPECT_NE(a.find(0, Proj::k_proj), nullptr);
+  EXPECT_NE(a.find(1, Proj::q_proj), nullptr);
   EXPECT_EQ(a.modules.size(), 13u);
   c.exclude_modules = ".*layers\\.1\\..*";  // regex: full match
   a = Adapter::create(m, c, 1);
-  EXPECT_EQ(a.find(1, "q_proj"), nullptr);
-  EXPECT_EQ(a.find(1, "k_proj"), nullptr);
+  EXPECT_EQ(a.find(1, Proj::q_proj), nullptr);
+  EXPECT_EQ(a.find(1, Proj::k_proj), nullptr);
   EXPECT_EQ(a.modules.size(), 12u);
   c.exclude_modules = nullptr;
   c.layers_to_transform = {2, 5};
   a = Adapter::create(m, c, 1);
   EXPECT_EQ(a.modules.size(), 4u);
-  EXPECT_NE(a.find(5, "k_proj"), nullptr);
+  EXPECT_NE(a.find(5, Proj::k_proj), nullptr);
   c.layers_to_transform = {};
   c.target_modules = json::array({"nothing_like_this"});
   EXPECT_TRUE(contains(error_of([&] { Adapter::create(m, c, 1); }), "selects no module"));
@@ -493,10 +493,10 @@ TEST(LoraTargets, RankAndAlphaPatternsAndRsLora) {
   Adapter a = Adapter::create(m, c, 1);
   for (const auto& mod : a.modules) {
     SCOPED_TRACE(mod.target);
-    const int64_t r = mod.proj == "q_proj" ? 8 : 4;
+    const int64_t r = proj_name(mod.proj) == "q_proj" ? 8 : 4;
     EXPECT_EQ(mod.r, r);
     EXPECT_EQ(mod.A.size(), size_t(r * mod.in));
-    const double alpha = (mod.layer == 3 && mod.proj == "down_proj") ? 32.0 : 8.0;
+    const double alpha = (mod.layer == 3 && proj_name(mod.proj) == "down_proj") ? 32.0 : 8.0;
     EXPECT_FLOAT_EQ(mod.scaling, float(alpha / double(r)));
   }
   c.use_rslora = true;
@@ -514,9 +514,9 @@ TEST(LoraTargets, RankAndAlphaPatternsAndRsLora) {
   a.save_peft(d, "x");
   Adapter b = Adapter::load_peft(d, m);
   ASSERT_EQ(b.modules.size(), a.modules.size());
-  EXPECT_EQ(b.find(2, "v_proj")->r, 2);
-  EXPECT_EQ(b.find(2, "q_proj")->r, 4);
-  EXPECT_EQ(b.find(2, "v_proj")->A, a.find(2, "v_proj")->A);
+  EXPECT_EQ(b.find(2, Proj::v_proj)->r, 2);
+  EXPECT_EQ(b.find(2, Proj::q_proj)->r, 4);
+  EXPECT_EQ(b.find(2, Proj::v_proj)->A, a.find(2, Proj::v_proj)->A);
 }
 
 TEST(LoraTargets, MaxTextPathsTranslated) {
@@ -553,7 +553,7 @@ TEST(LoraTargets, MaxTextTargetsSelectModules) {
     EXPECT_EQ(count_proj(a, "q_proj"), 7u);
     EXPECT_EQ(count_proj(a, "down_proj"), 7u);
     EXPECT_EQ(count_proj(a, "o_proj"), 1u);
-    EXPECT_NE(a.find(6, "o_proj"), nullptr);
+    EXPECT_NE(a.find(6, Proj::o_proj), nullptr);
     // MaxText's own default regex for gemma3 (lora_module_path.yml), matched against MaxText module paths
     c.target_modules = "decoder/(scanned_blocks|layers_remainder|layers)/.*(self_attention/(query|key|value|out)|mlp/(wi_0|wi_1|wo|gate|up|down))";
     a = Adapter::create(m, c, 1);
@@ -574,8 +574,8 @@ TEST(LoraTargets, MaxTextTargetsSelectModules) {
     c.target_modules = "decoder/scanned_blocks/global_layer/self_attention/out";
     Adapter a = Adapter::create(m, c, 1);
     ASSERT_EQ(a.modules.size(), 2u);
-    EXPECT_NE(a.find(2, "o_proj"), nullptr);
-    EXPECT_NE(a.find(5, "o_proj"), nullptr);
+    EXPECT_NE(a.find(2, Proj::o_proj), nullptr);
+    EXPECT_NE(a.find(5, Proj::o_proj), nullptr);
   }
 }
 
@@ -628,13 +628,13 @@ TEST(LoraCreate, PeftInitSeededAndCounted) {
   only_q.target_modules = json::array({"q_proj"});
   only_q.target_parameters.clear();
   Adapter q = Adapter::create(m, only_q, 42);
-  EXPECT_EQ(q.find(3, "q_proj")->A, a.find(3, "q_proj")->A);
+  EXPECT_EQ(q.find(3, Proj::q_proj)->A, a.find(3, Proj::q_proj)->A);
   // a created adapter saves and loads back as PEFT
   const std::string dir = fresh_dir("created");
   a.save_peft(dir, "base");
   Adapter l = Adapter::load_peft(dir, m);
   ASSERT_EQ(l.modules.size(), a.modules.size());
-  EXPECT_EQ(l.find(4, "experts.down_proj")->A, a.find(4, "experts.down_proj")->A);
+  EXPECT_EQ(l.find(4, Proj::experts_down_proj)->A, a.find(4, Proj::experts_down_proj)->A);
   EXPECT_EQ(json::parse(read_file(dir + "/adapter_config.json"))["target_parameters"],
             json::array({"experts.gate_up_proj", "experts.down_proj"}));
 }
@@ -643,7 +643,7 @@ TEST(LoraCreate, GaussianInit) {
   Model m = load_model("gemma3_causal");
   LoraConfig c;
   c.r = 4;
-  c.init = "gaussian";
+  c.init = LoraInit::Gaussian;
   Adapter a = Adapter::create(m, c, 5);
   double s = 0, s2 = 0;
   size_t n = 0;
@@ -656,9 +656,10 @@ TEST(LoraCreate, GaussianInit) {
   const double mean = s / double(n), sd = std::sqrt(s2 / double(n) - mean * mean);
   EXPECT_NEAR(mean, 0.0, 0.01);
   EXPECT_NEAR(sd, 0.25, 0.01);  // std 1/r
-  c.init = "pissa";
+  c.init = LoraInit::Other;
+  c.init_other = "pissa";
   EXPECT_TRUE(contains(error_of([&] { Adapter::create(m, c, 1); }), "init"));
-  c.init = "kaiming";
+  c.init = LoraInit::Kaiming;
   c.r = 0;
   EXPECT_TRUE(contains(error_of([&] { Adapter::create(m, c, 1); }), "r must be"));
 }

@@ -222,9 +222,9 @@ TEST(Linear, PublicApiDefaults) {
 
 TEST(Linear, RejectsUnsupportedDtypeAndMissingData) {
   std::vector<int32_t> ints(12);
-  Weight2D w{"ints", DType::I32, ints.data(), 3, 4, nullptr};
+  Weight2D w{"ints", DType::I32, ints.data(), 3, 4};
   std::vector<float> x(4), y(3);
   EXPECT_THROW(gt::linear(x.data(), 1, w, y.data()), gt::Error);
-  Weight2D e{"empty", DType::BF16, nullptr, 3, 4, nullptr};
+  Weight2D e{"empty", DType::BF16, nullptr, 3, 4};
   EXPECT_THROW(gt::linear(x.data(), 1, e, y.data()), gt::Error);
 }

@@ -114,7 +114,7 @@ TEST(KernelGrads, AttentionWithWindowAndGqa) {
 TEST(KernelGrads, LinearBackwardInputAndTn) {
   const int64_t m = 3, k = 5, n = 4;
   auto x = randn(m * k, 10), W = randn(n * k, 11), w = randn(m * n, 12);
-  Weight2D wt{"W", DType::F32, W.data(), n, k, {}};
+  Weight2D wt{"W", DType::F32, W.data(), n, k};
   auto L = [&](const std::vector<float>& xx) {
     std::vector<float> y(size_t(m * n));
     linear(xx.data(), m, wt, y.data());
@@ -127,7 +127,7 @@ TEST(KernelGrads, LinearBackwardInputAndTn) {
   std::vector<float> dW(W.size(), 0.0f);
   matmul_tn_acc(w.data(), n, x.data(), k, m, n, k, dW.data(), 1.0f);
   auto LW = [&](const std::vector<float>& ww) {
-    Weight2D t{"W", DType::F32, ww.data(), n, k, {}};
+    Weight2D t{"W", DType::F32, ww.data(), n, k};
     std::vector<float> y(size_t(m * n));
     linear(x.data(), m, t, y.data());
     return dot(y, w);

@@ -70,7 +70,7 @@ TEST(Train, LossGoesDown) {
   o.steps = 20;
   o.lr = 5e-2;
   o.warmup_steps = 0;
-  o.schedule = "constant";
+  o.schedule = LrSchedule::Constant;
   TrainSummary s = train(tiny_model(), tmp("down"), o);
   EXPECT_EQ(s.steps, 20);
   EXPECT_LT(s.last_loss, 0.1 * s.first_loss) << s.first_loss << " -> " << s.last_loss;
@@ -189,7 +189,7 @@ TEST(Train, AccumulationNormalisesByTrainedTokens) {
   for (auto& mod : a.modules)
     for (size_t i = 0; i < mod.B.size(); ++i) mod.B[i] = 0.01f * float(int(i % 7) - 3);
   Decoder dec(m);
-  dec.set_adapter(&a);
+  dec.set_lora(bind_adapter(a, m));
   std::vector<int32_t> r1 = {2, 100, 200, 300, 400, 500}, r2 = {2, 600, 700, 800};
   std::vector<uint8_t> m1 = {0, 1, 1, 1, 1, 0}, m2 = {1, 0, 1, 0};
   // One call over both rows...
@@ -219,7 +219,7 @@ TEST(Train, CheckpointingAndPackingChangeNothing) {
   for (auto& mod : a.modules)
     for (size_t i = 0; i < mod.B.size(); ++i) mod.B[i] = 0.02f * float(int(i % 5) - 2);
   Decoder dec(m);
-  dec.set_adapter(&a);
+  dec.set_lora(bind_adapter(a, m));
   std::vector<int32_t> e1 = {2, 10, 20, 30, 40, 50, 60}, e2 = {2, 70, 80, 90, 100};
   std::vector<uint8_t> m1 = {0, 1, 1, 1, 1, 1, 0}, m2 = {0, 1, 1, 1, 0};
   // A packed row = two segments run as separate chunks of one forward (positions restart, no
