@@ -33,7 +33,6 @@ using ojson = nlohmann::ordered_json;
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-std::string dump_line(const ojson& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
 
 // ---------------------------------------------------------------------------------------------
 // data sft --cases
@@ -77,7 +76,7 @@ int sft_cases(const std::string& cases, const std::vector<std::string>& assets) 
     const std::string origin = records.origin(i);
     ojson out;
     out["id"] = nullptr;
-    try {
+    print_case(out, [&]() -> ojson {
       ojson row;
       try {
         row = ojson::parse(records.line(i));
@@ -102,13 +101,8 @@ int sft_cases(const std::string& cases, const std::vector<std::string>& assets) 
       co.allow_empty_answers = true;  // the goldens train an empty answer (sft-g4-parts-image-empty-answer)
       const SftBuilder builder(*tok, tmpl.get(), so);
       const SftExample ex = builder.build(to_conversation(row, co, origin));
-      out["got"] = ojson{{"input_ids", ex.ids}, {"loss_mask", ex.target_mask}};
-    } catch (const Error& e) {
-      out["got"] = ojson{{"error", e.what()}};
-      ++errors;
-    }
-    std::printf("%s\n", dump_line(out).c_str());
-    ++n;
+      return ojson{{"input_ids", ex.ids}, {"loss_mask", ex.target_mask}};
+    }, n, errors);
   }
   std::fflush(stdout);
   std::fprintf(stderr, "data sft: %zu cases, %zu built, %zu errors in %.2f s\n", n, n - errors, errors, now() - t0);

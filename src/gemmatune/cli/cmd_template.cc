@@ -11,6 +11,7 @@
 
 #include "gemmatune/cli/args.h"
 #include "gemmatune/cli/commands.h"
+#include "gemmatune/cli/common.h"
 #include "gemmatune/data/chat_template/chat_template.h"
 #include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
@@ -19,8 +20,6 @@ namespace gt::cli {
 namespace {
 
 using ojson = nlohmann::ordered_json;
-
-std::string dump_line(const ojson& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
 
 int render_cases(const std::string& cases, const std::string& assets) {
   std::ifstream in(cases, std::ios::binary);
@@ -40,7 +39,7 @@ int render_cases(const std::string& cases, const std::string& assets) {
     }
     ojson out;
     out["id"] = row.contains("id") ? row["id"] : ojson(nullptr);
-    try {
+    print_case(out, [&]() -> ojson {
       const std::string name = row.value("template", std::string());
       GT_CHECK(!name.empty(), cases, ":", lineno, ": missing \"template\"");
       if (!templates.count(name) && !template_errors.count(name)) {
@@ -53,16 +52,11 @@ int render_cases(const std::string& cases, const std::string& assets) {
       }
       if (template_errors.count(name)) fail(template_errors[name]);
       const ojson empty = ojson::object();
-      out["got"] = templates[name]->render(
+      return ojson(templates[name]->render(
           row.contains("messages") ? row["messages"] : ojson::array(), row.value("add_generation_prompt", false),
           row.contains("extra") ? row["extra"] : empty, row.value("bos_token", std::string("<bos>")),
-          row.value("eos_token", std::string("<eos>")));
-    } catch (const Error& e) {
-      out["got"] = ojson{{"error", e.what()}};
-      ++errors;
-    }
-    std::printf("%s\n", dump_line(out).c_str());
-    ++n;
+          row.value("eos_token", std::string("<eos>"))));
+    }, n, errors);
   }
   std::fflush(stdout);
   std::fprintf(stderr, "template render: %zu cases, %zu rendered, %zu errors\n", n, n - errors, errors);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
 
 namespace gt::cli {
@@ -52,5 +53,17 @@ static size_t status_field(const char* key) {
 
 size_t rss_bytes() { return status_field("VmRSS:"); }
 size_t peak_rss_bytes() { return status_field("VmHWM:"); }
+
+void print_case(nlohmann::ordered_json& out, const std::function<nlohmann::ordered_json()>& got, size_t& n,
+                size_t& errors) {
+  try {
+    out["got"] = got();
+  } catch (const Error& e) {
+    out["got"] = nlohmann::ordered_json{{"error", e.what()}};
+    ++errors;
+  }
+  std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  ++n;
+}
 
 }  // namespace gt::cli
