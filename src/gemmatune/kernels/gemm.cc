@@ -336,8 +336,8 @@ bool bf16_inputs_for(DType dt) { return kernel_for(dt) == Isa::Avx512Bf16; }
 
 void probe(double gflops[kNumIsa], int rounds) {
   // A Gemma-like projection (1B hidden size 1152 -> 512 outputs) at a short prefill chunk, bf16
-  // weights: ~0.1 GFLOP per call, the whole probe ~2 GFLOP (tens of ms).
-  constexpr int64_t m = 96, k = 1152, n = 512;
+  // weights: 75 MFLOP per call, the whole probe ~1 GFLOP (~20 ms on one core).
+  constexpr int64_t m = 64, k = 1152, n = 512;
   std::vector<float> x(size_t(m * k)), y(size_t(m * n));
   std::vector<uint16_t> w(size_t(n * k));
   std::mt19937 rng(7);
@@ -345,6 +345,10 @@ void probe(double gflops[kNumIsa], int rounds) {
   for (auto& v : x) v = u(rng);
   for (auto& v : w) v = uint16_t(0x3c00u + (rng() & 0x7fu));  // bf16 in [2^-7, 2^-6)
   std::vector<double> t[kNumIsa];
+  // One thread: the choice is about a core's throughput, and a multi-threaded call on a shared
+  // host mostly measures how late the other threads get scheduled.
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
   for (int r = 0; r <= rounds; ++r)
     for (Isa i : kAllIsas) {
       if (!isa_supported(i)) continue;
@@ -353,6 +357,7 @@ void probe(double gflops[kNumIsa], int rounds) {
       const double dt = perf::now_seconds() - t0;
       if (r > 0) t[int(i)].push_back(dt);  // round 0 warms up (buffers, clocks)
     }
+  omp_set_num_threads(saved_threads);
   // Best of the interleaved rounds: on a shared host a round can only be slowed down by others.
   for (Isa i : kAllIsas) {
     auto& v = t[int(i)];

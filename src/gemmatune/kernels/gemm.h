@@ -85,9 +85,9 @@ Isa kernel_for(DType dt);
 // Whether the current selection rounds the activations to bf16 for weights of dtype `dt`.
 bool bf16_inputs_for(DType dt);
 
-// Times each eligible kernel on the probe shape (rounds interleaved), GFLOP/s (best round) into
-// `gflops` (0 where not supported). Threads: omp_get_max_threads().
-void probe(double gflops[kNumIsa], int rounds = 5);
+// Times each eligible kernel on the probe shape (rounds interleaved, one thread), GFLOP/s (best
+// round) into `gflops` (0 where not supported).
+void probe(double gflops[kNumIsa], int rounds = 3);
 
 // The GEMM with a given kernel; `isa` must be supported (checked: fails otherwise). `trans` = forward layout (W is [nc, kr]); ldw = W's row stride.
 // BF16 weights with Avx512Bf16 round A to bf16; any other dtype with Avx512Bf16 runs Avx512.
