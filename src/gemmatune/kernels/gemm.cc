@@ -210,8 +210,11 @@ void gemm(Isa isa, const float* a, int64_t lda, int64_t m, DType dt, const void*
   // Work per thread must amortise the fork; tiny problems run on the calling thread.
   const double flops = 2.0 * double(m) * double(ncols) * double(kr);
   const int nt = flops < 2e6 ? 1 : maxt;
-  // Columns: each thread packs (converts) only its part of the weight and all of A (cheap).
-  const bool split_cols = ncols >= int64_t(nt) * K.nr * 4 || m < int64_t(nt) * K.mr * 2;
+  // Split by columns (each thread packs its part of the weight and all of A) or by rows (its rows
+  // of A and all of the weight), whichever packs less twice: columns when the weight side is the
+  // larger one (up/down/LM head, m = 512), rows for narrow outputs (kv: 256 columns) and large m.
+  // The split never changes a result: every output is computed the same way either way.
+  const bool split_cols = (ncols >= m && ncols >= int64_t(nt) * K.nr * 2) || m < int64_t(nt) * K.mr * 2;
   if (nt == 1) return gemm_block(K, a, lda, m, dt, w, ldw, trans, 0, ncols, kr, c, ldc, accumulate);
 #pragma omp parallel num_threads(nt)
   {

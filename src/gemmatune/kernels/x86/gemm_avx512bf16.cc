@@ -41,30 +41,43 @@ inline uint32_t pair_bits(float lo, float hi) {
   return uint32_t(f32_to_bf16_bits(lo)) | (uint32_t(f32_to_bf16_bits(hi)) << 16);
 }
 
-// A: rows of f32 -> bf16 pairs, pair-major per panel.
+// A: rows of f32 -> bf16 pairs, pair-major per panel. Full panels: per 16 reduction elements, each
+// row's 8 pairs come from one vcvtne2ps2bf16, and 8x8 transposes of 32-bit pairs put them in
+// place (rows in groups of 8, dummies beyond MR); each 8-wide store may write up to 4 pairs past
+// its group, which the next store (or the tail, the next panel, or the buffer slack) overwrites.
 void pack_a(const float* a, int64_t lda, int64_t mc, int64_t kc, void* apv) {
   uint32_t* ap = static_cast<uint32_t*>(apv);
   const int64_t kq = (kc + 1) / 2;
-  const int64_t kc32 = kc / 32 * 32;
-  alignas(64) uint32_t t[16];
+  const int64_t kc16 = kc / 16 * 16;
+  constexpr int G = (MR + 7) / 8;
   for (int64_t ip = 0; ip < mc; ip += MR) {
     uint32_t* dst = ap + (ip / MR) * kq * MR;
     const int64_t rows = imin(MR, mc - ip);
+    int64_t p = 0;
+    if (rows == MR) {
+      float* df = reinterpret_cast<float*>(dst);
+      for (; p < kc16; p += 16) {
+        __m256 v[G][8];
+        for (int g = 0; g < G; ++g) {
+          for (int r = 0; r < 8; ++r) {
+            const int i = g * 8 + r;
+            if (i < MR) {
+              const float* src = a + (ip + i) * lda + p;
+              v[g][r] = (__m256)_mm256_cvtne2ps_pbh(_mm256_loadu_ps(src + 8), _mm256_loadu_ps(src));
+            } else {
+              v[g][r] = _mm256_setzero_ps();
+            }
+          }
+          transpose8(v[g][0], v[g][1], v[g][2], v[g][3], v[g][4], v[g][5], v[g][6], v[g][7]);
+        }
+        for (int e = 0; e < 8; ++e)
+          for (int g = 0; g < G; ++g) _mm256_storeu_ps(df + (p / 2 + e) * MR + g * 8, v[g][e]);
+      }
+    }
     for (int i = 0; i < MR; ++i) {
-      if (i >= rows) {
-        for (int64_t q = 0; q < kq; ++q) dst[q * MR + i] = 0;
-        continue;
-      }
-      const float* src = a + (ip + i) * lda;
-      int64_t p = 0;
-      for (; p < kc32; p += 32) {
-        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + p + 16), _mm512_loadu_ps(src + p));
-        _mm512_store_si512(t, (__m512i)v);
-        uint32_t* d = dst + (p / 2) * MR + i;
-#pragma GCC unroll 16
-        for (int e = 0; e < 16; ++e) d[e * MR] = t[e];
-      }
-      for (; p < kc; p += 2) dst[(p / 2) * MR + i] = pair_bits(src[p], p + 1 < kc ? src[p + 1] : 0.0f);
+      const float* src = a + (ip + imin(i, rows - 1)) * lda;
+      for (int64_t pp = p; pp < kc; pp += 2)
+        dst[(pp / 2) * MR + i] = i < rows ? pair_bits(src[pp], pp + 1 < kc ? src[pp + 1] : 0.0f) : 0u;
     }
   }
 }
