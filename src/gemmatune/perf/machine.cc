@@ -8,8 +8,10 @@
 // * FMA peak: Zen 3/4/5 have two FMA pipes with 4-cycle latency, so 8 independent chains suffice;
 //   12 are used. The loop is inline asm, so the compiler cannot shorten it. FLOP = 2·8 per ymm FMA.
 // * SGEMM: oneDNN 2.6 on an AVX2-only CPU dispatches f32 matmul to `gemm:jit` (its MKL-style
-//   sgemm, which packs internally). Weights use format `any` (reordered once outside timing),
-//   which is the best case the library offers.
+//   sgemm, which packs internally); with AVX-512 to `brg:avx512_core`. Weights use format `any`
+//   (reordered once outside timing), which is the best case the library offers.
+// * bf16 matmul (SgemmProbe(..., bf16 = true)): bf16 src and weights, f32 dst; oneDNN 2.6 has it
+//   where the CPU has AVX512_BF16 (`brg:avx512_core_bf16`, Zen 4 included) or AMX; none on AVX2.
 #include "gemmatune/perf/machine.h"
 
 #include <immintrin.h>
