@@ -114,8 +114,21 @@ std::string CpuFeatures::flags() const {
   return s;
 }
 
+// GEMMATUNE_CPU_DISABLE=avx512 (or avx512bf16; comma-separated) hides features from the
+// selection, to exercise what an AVX2-only (or non-BF16) CPU does on this one: the hidden kernels
+// are then unsupported (forcing them fails, ctest reports their runs as Not Run).
+CpuFeatures apply_disable(CpuFeatures f) {
+  const char* e = std::getenv("GEMMATUNE_CPU_DISABLE");
+  if (!e || !*e) return f;
+  const std::string list = std::string(",") + e + ",";
+  if (list.find(",avx512,") != std::string::npos) f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = false;
+  if (list.find(",avx512,") != std::string::npos || list.find(",avx512bf16,") != std::string::npos)
+    f.avx512_bf16 = false;
+  return f;
+}
+
 const CpuFeatures& cpu_features() {
-  static const CpuFeatures f = detect();
+  static const CpuFeatures f = apply_disable(detect());
   return f;
 }
 

@@ -53,6 +53,7 @@ struct CpuFeatures {
   bool os_ymm = false, os_zmm = false, os_amx = false;  // XCR0 enables the register state
   std::string flags() const;                             // "avx2 fma f16c avx512f ..." (those present)
 };
+// Env GEMMATUNE_CPU_DISABLE=avx512|avx512bf16 (comma list) hides those features (testing).
 const CpuFeatures& cpu_features();
 bool isa_supported(Isa isa);
 // Why `isa` cannot run here ("" when it can).
