@@ -7,7 +7,7 @@ set -euo pipefail
 SRC="${1:-$(dirname "$0")/../src/gemmatune}"
 # Layer of each area: an area may include only its own and lower layers.
 # quant (weight formats), dist (the communicator) and serve (HTTP) are the next wave's areas.
-declare -A LAYER=([util]=0 [tensor]=1 [io]=2 [kernels]=2 [data]=2 [perf]=2 [quant]=2 [dist]=2 [model]=3
+declare -A LAYER=([util]=0 [tensor]=1 [perf]=1 [io]=2 [kernels]=2 [data]=2 [quant]=2 [dist]=2 [model]=3
                   [lora]=4 [train]=5 [generate]=5 [tools]=6 [serve]=6 [cli]=7)
 bad=0
 declare -A EDGES=()
@@ -27,4 +27,4 @@ while IFS= read -r hit; do
 done < <(grep -rn --include='*.h' --include='*.cc' --include='*.inc' '^#include "gemmatune/' "$SRC")
 for e in "${!EDGES[@]}"; do echo "$e: ${EDGES[$e]}"; done | sort
 if [ "$bad" -ne 0 ]; then echo "layer check FAILED" >&2; exit 1; fi
-echo "layer check OK: util -> tensor -> io/kernels/data/perf -> model -> lora -> train/generate -> tools -> cli"
+echo "layer check OK: util -> tensor/perf -> io/kernels/data/quant/dist -> model -> lora -> train/generate -> tools -> cli"

@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "gemmatune/io/safetensors.h"
+#include "gemmatune/kernels/gemm.h"
 #include "gemmatune/lora/adapter.h"
 #include "gemmatune/model/decoder.h"
 #include "gemmatune/train/checkpoint.h"
@@ -208,7 +209,11 @@ TEST(Train, AccumulationNormalisesByTrainedTokens) {
       scale = std::max(scale, double(std::fabs(g_all[i][j])));
     }
   EXPECT_GT(scale, 0);
-  EXPECT_LE(worst, 1e-5 * scale);
+  // With the bf16-input GEMM kernel (GEMMATUNE_KERNELS=avx512bf16, BF16 weights) the two ways differ in
+  // the last f32 bits before the bf16 rounding of the GEMM inputs, which can then move an input by one
+  // bf16 ulp (relative 2^-8): allow that much instead of f32 round-off.
+  const bool b16 = gemm::bf16_inputs_for(m.weights().layers[0].q.dtype);
+  EXPECT_LE(worst, (b16 ? 1.0 / 256 : 1e-5) * scale);
 }
 
 TEST(Train, CheckpointingAndPackingChangeNothing) {

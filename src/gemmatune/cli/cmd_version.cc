@@ -1,7 +1,9 @@
 #include <cstdio>
+#include <string>
 
 #include "gemmatune/cli/args.h"
 #include "gemmatune/cli/commands.h"
+#include "gemmatune/kernels/gemm.h"
 #include "gemmatune/util/cpu.h"
 
 namespace gt::cli {
@@ -17,6 +19,14 @@ int run(int argc, char** argv) {
 #endif
   std::printf("build: compiled for %s\n", build_isa_summary().c_str());
   std::printf("cpu: %s\n", cpu_summary().c_str());
+  // The GEMM kernels are compiled each for its own ISA and chosen at run time (`gemmatune kernels`).
+  std::string compiled, usable;
+  for (gemm::Isa isa : gemm::kAllIsas) {
+    compiled += std::string(compiled.empty() ? "" : " ") + gemm::isa_name(isa);
+    if (gemm::isa_supported(isa)) usable += std::string(usable.empty() ? "" : " ") + gemm::isa_name(isa);
+  }
+  std::printf("gemm kernels: %s compiled; usable on this CPU: %s (the choice: gemmatune kernels)\n", compiled.c_str(),
+              usable.empty() ? "none" : usable.c_str());
   return 0;
 }
 Command reg("version", "print the version, the build's instruction sets and this CPU's", run);

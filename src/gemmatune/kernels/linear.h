@@ -8,11 +8,11 @@
 //    (two sequential row streams per thread), converts bf16/f16 -> f32 in registers and FMAs into
 //    f32 accumulators, with software prefetch; rows split statically across the OpenMP threads.
 //    m=1 runs at ~100% of the measured read bandwidth.
-//  * prefill/training, larger m: a blocked AVX2 GEMM (linear_gemm.cc, 6x16 micro-kernel) whose
-//    weight-packing step converts bf16/f16 -> f32 into small cache-resident panels, so the whole
-//    weight is never materialised in f32 and no per-weight state is kept. It matches oneDNN's f32
-//    matmul on pre-converted f32 weights, and beats oneDNN with per-call bf16 -> f32 conversion
-//    (oneDNN 2.6 has no bf16/f16 matmul on AVX2-only CPUs).
+//  * prefill/training, larger m: the blocked GEMM of kernels/gemm.h (linear_gemm.cc), with the
+//    kernel chosen once per process for this CPU: avx2 (6x16 ymm), avx512 (12x32 zmm), or
+//    avx512bf16 (vdpbf16ps, BF16 weights only: activations rounded to bf16, f32 accumulation).
+//    The packing converts one cache-resident weight panel at a time, so the whole weight is never
+//    materialised in f32 and no per-weight state is kept.
 //  * linear_backward_input uses the same GEMM with the weight read untransposed.
 // No weight is pre-packed: packing (convert + transpose) per call costs ~3% of the GEMM time at
 // m=512 (a whole m=6 call, packing included, takes 3.9 ms vs 100 ms at m=512 for 6912x1152), and
@@ -24,6 +24,9 @@
 #include "gemmatune/tensor/dtype.h"
 
 namespace gt {
+namespace gemm {
+enum class Isa : int;
+}
 
 struct Weight2D {
   std::string name;
@@ -56,7 +59,7 @@ inline constexpr int64_t kGemvMaxM = 20;
 enum class Path {
   Auto,       // what linear()/linear_backward_input() use
   Gemv,       // streaming GEMV (forward only; any m, but meant for small m)
-  Gemm,       // own blocked AVX2 GEMM
+  Gemm,       // own blocked GEMM, kernel per kernels/gemm.h's selection
   OneDnn,     // oneDNN f32 matmul on weight panels converted to f32 per call (comparison path)
   Reference,  // naive scalar loops
 };
@@ -71,6 +74,10 @@ void gemv_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool a
 // C[m, nc] (+)= A[m, kr] · B where B[p, j] = W[j, p] (transposed = forward) or W[p, j] (backward).
 void gemm_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx, int64_t ldy);
 void gemm_backward_input(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate);
+// The same GEMMs with a given kernel (must be supported by this CPU; see kernels/gemm.h).
+void gemm_forward_isa(gemm::Isa isa, const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate,
+                      int64_t ldx, int64_t ldy);
+void gemm_backward_input_isa(gemm::Isa isa, const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate);
 void onednn_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx, int64_t ldy);
 void onednn_backward_input(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate);
 

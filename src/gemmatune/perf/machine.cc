@@ -8,8 +8,10 @@
 // * FMA peak: Zen 3/4/5 have two FMA pipes with 4-cycle latency, so 8 independent chains suffice;
 //   12 are used. The loop is inline asm, so the compiler cannot shorten it. FLOP = 2·8 per ymm FMA.
 // * SGEMM: oneDNN 2.6 on an AVX2-only CPU dispatches f32 matmul to `gemm:jit` (its MKL-style
-//   sgemm, which packs internally). Weights use format `any` (reordered once outside timing),
-//   which is the best case the library offers.
+//   sgemm, which packs internally); with AVX-512 to `brg:avx512_core`. Weights use format `any`
+//   (reordered once outside timing), which is the best case the library offers.
+// * bf16 matmul (SgemmProbe(..., bf16 = true)): bf16 src and weights, f32 dst; oneDNN 2.6 has it
+//   where the CPU has AVX512_BF16 (`brg:avx512_core_bf16`, Zen 4 included) or AMX; none on AVX2.
 #include "gemmatune/perf/machine.h"
 
 #include <immintrin.h>
@@ -21,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
@@ -170,29 +173,63 @@ struct SgemmProbe::Impl {
   dnnl::matmul mm;
   dnnl::memory A, B, C;
   double flops = 0;
+  std::string impl;
 };
 
-SgemmProbe::SgemmProbe(int64_t m, int64_t k, int64_t n) : impl_(std::make_unique<Impl>()) {
+SgemmProbe::SgemmProbe(int64_t m, int64_t k, int64_t n, bool bf16) : impl_(std::make_unique<Impl>()) {
   using namespace dnnl;
   Impl& d = *impl_;
-  memory::desc a({m, k}, memory::data_type::f32, memory::format_tag::ab);
-  memory::desc b({k, n}, memory::data_type::f32, memory::format_tag::any);
+  const auto in = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+  memory::desc a({m, k}, in, memory::format_tag::ab);
+  memory::desc b({k, n}, in, memory::format_tag::any);
   memory::desc c({m, n}, memory::data_type::f32, memory::format_tag::ab);
-  matmul::primitive_desc pd(matmul::desc(a, b, c), d.eng);
-  d.A = memory(pd.src_desc(), d.eng);
-  d.B = memory(pd.weights_desc(), d.eng);
-  d.C = memory(pd.dst_desc(), d.eng);
+  std::unique_ptr<matmul::primitive_desc> pd;
+  try {
+    pd = std::make_unique<matmul::primitive_desc>(matmul::desc(a, b, c), d.eng);
+  } catch (const dnnl::error& e) {
+    fail("oneDNN has no ", bf16 ? "bf16" : "f32", " matmul on this CPU (", e.what(), ")");
+  }
+  d.impl = pd->impl_info_str();
+  d.A = memory(pd->src_desc(), d.eng);
+  d.B = memory(pd->weights_desc(), d.eng);
+  d.C = memory(pd->dst_desc(), d.eng);
   for (memory* mem : {&d.A, &d.B}) {
+    if (bf16) {  // small values exactly representable in bf16: 0.25 * (i % 7 - 3)
+      uint16_t* p = static_cast<uint16_t*>(mem->get_data_handle());
+      const size_t cnt = mem->get_desc().get_size() / sizeof(uint16_t);
+      static const uint16_t vals[7] = {0xbf40, 0xbf00, 0xbe80, 0x0000, 0x3e80, 0x3f00, 0x3f40};
+      for (size_t i = 0; i < cnt; ++i) p[i] = vals[i % 7];
+      continue;
+    }
     float* p = static_cast<float*>(mem->get_data_handle());
     const size_t cnt = mem->get_desc().get_size() / sizeof(float);
     for (size_t i = 0; i < cnt; ++i) p[i] = 0.25f * float(int(i % 7) - 3);
   }
-  d.mm = matmul(pd);
+  d.mm = matmul(*pd);
   d.flops = 2.0 * double(m) * double(k) * double(n);
   run_gflops();
 }
 
 SgemmProbe::~SgemmProbe() = default;
+
+const char* SgemmProbe::impl() const { return impl_->impl.c_str(); }
+
+bool SgemmProbe::bf16_available() {
+  static const bool ok = [] {
+    using namespace dnnl;
+    try {
+      engine eng(engine::kind::cpu, 0);
+      memory::desc a({64, 64}, memory::data_type::bf16, memory::format_tag::ab);
+      memory::desc b({64, 64}, memory::data_type::bf16, memory::format_tag::any);
+      memory::desc c({64, 64}, memory::data_type::f32, memory::format_tag::ab);
+      matmul::primitive_desc pd(matmul::desc(a, b, c), eng);
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return ok;
+}
 
 double SgemmProbe::run_gflops() {
   Impl& d = *impl_;
@@ -213,5 +250,16 @@ double measure_sgemm_gflops(int threads, int64_t m, int64_t k, int64_t n, double
 }
 
 double measure_sgemm_gflops(int threads) { return measure_sgemm_gflops(threads, 512, 2048, 2048); }
+
+double measure_onednn_bf16_gflops(int threads, int64_t m, int64_t k, int64_t n, double seconds_budget) {
+  if (!SgemmProbe::bf16_available()) return 0.0;
+  return with_threads(threads, [&]() {
+    SgemmProbe probe(m, k, n, true);
+    std::vector<double> v;
+    const double t_end = now_seconds() + seconds_budget;
+    while (v.size() < 5 || (now_seconds() < t_end && v.size() < 51)) v.push_back(probe.run_gflops());
+    return median(v.data(), v.size());
+  });
+}
 
 }  // namespace gt::perf

@@ -48,11 +48,20 @@ double read_pass_gbs(const void* buf, size_t bytes, int threads);
 // vfmadd231ps chains, enough to cover the FMA latency on both pipes; `iters` iterations of 12 FMAs per thread), in GFLOP/s.
 double fma_pass_gflops(int threads, long iters = 5'000'000);
 
+// oneDNN matmul rate with bf16 inputs (src and weights bf16, f32 accumulation and output),
+// weights reordered once: oneDNN's bf16 path (avx512_core_bf16 / AMX where the CPU has them).
+// 0 when oneDNN has no bf16 matmul on this CPU.
+double measure_onednn_bf16_gflops(int threads, int64_t m, int64_t k, int64_t n, double seconds_budget = 1.0);
+
 // The SGEMM reference as a reusable object, for interleaving single calls with other work.
 // Runs with omp_get_max_threads() threads at call time (set it with omp_set_num_threads).
+// `bf16`: src and weights bf16 (f32 output); construction throws gt::Error if oneDNN has no such
+// matmul here (use SgemmProbe::bf16_available()). impl() names oneDNN's implementation.
 class SgemmProbe {
  public:
-  SgemmProbe(int64_t m = 512, int64_t k = 2048, int64_t n = 2048);
+  SgemmProbe(int64_t m = 512, int64_t k = 2048, int64_t n = 2048, bool bf16 = false);
+  static bool bf16_available();
+  const char* impl() const;
   ~SgemmProbe();
   double run_gflops();  // one timed call (the constructor does the warm-up call)
 
