@@ -47,25 +47,23 @@ const std::set<std::string>& ignored_fields() {
   return s;
 }
 
-}  // namespace
+// Reads the fields of an adapter_config.json object; `origin` names the file in errors.
+struct PeftJsonReader {
+  const json& j;
+  const std::string& origin;
 
-LoraConfig lora_config_from_peft_json(const json& j, const std::string& origin, std::vector<std::string>* warnings) {
-  if (!j.is_object()) fail(origin, ": expected a JSON object (a PEFT LoraConfig), found ", j.type_name());
-  LoraConfig c;
-  c.r = 8;  // PEFT LoraConfig defaults
-  c.alpha = 8;
-  auto has = [&](const char* k) { return j.contains(k) && !j[k].is_null(); };
-  auto get_bool = [&](const char* k, bool def) {
+  bool has(const char* k) const { return j.contains(k) && !j[k].is_null(); }
+  bool get_bool(const char* k, bool def) const {
     if (!has(k)) return def;
     if (!j[k].is_boolean()) fail(origin, ": \"", k, "\" must be true or false, found ", j[k].dump());
     return j[k].get<bool>();
-  };
-  auto get_number = [&](const char* k, double def) {
+  }
+  double get_number(const char* k, double def) const {
     if (!has(k)) return def;
     if (!j[k].is_number()) fail(origin, ": \"", k, "\" must be a number, found ", j[k].dump());
     return j[k].get<double>();
-  };
-  auto string_or_list = [&](const char* k) -> json {
+  }
+  json string_or_list(const char* k) const {
     if (!has(k)) return nullptr;
     const json& v = j[k];
     if (v.is_string()) return v;
@@ -73,84 +71,91 @@ LoraConfig lora_config_from_peft_json(const json& j, const std::string& origin, 
     for (const auto& e : v)
       if (!e.is_string()) fail(origin, ": \"", k, "\" entries must be strings, found ", e.dump());
     return v;
-  };
+  }
+};
 
-  if (has("peft_type") && (!j["peft_type"].is_string() || j["peft_type"].get<std::string>() != "LORA"))
-    fail(origin, ": peft_type is ", j["peft_type"].dump(), ", expected \"LORA\" (only LoRA adapters are supported)");
-  // Ranks are bounded so that r * num_experts * in_features stays far inside 64 bits (real ones are <= 1024).
-  auto rank = [&](const json& v) {
-    return v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(kMaxRank)) &&
-           v.get<int64_t>() > 0 && v.get<int64_t>() <= kMaxRank;
-  };
-  if (has("r")) {
-    if (!rank(j["r"]))
-      fail(origin, ": \"r\" must be a positive integer (at most ", kMaxRank, "), found ", j["r"].dump());
-    c.r = j["r"].get<int64_t>();
+// Ranks are bounded so that r * num_experts * in_features stays far inside 64 bits (real ones are <= 1024).
+bool is_valid_rank(const json& v) {
+  return v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(kMaxRank)) &&
+         v.get<int64_t>() > 0 && v.get<int64_t>() <= kMaxRank;
+}
+
+void read_target_parameters(const PeftJsonReader& rd, LoraConfig& c) {
+  const std::string& origin = rd.origin;
+  if (!rd.has("target_parameters")) return;
+  const json& v = rd.j["target_parameters"];
+  if (!v.is_array()) fail(origin, ": \"target_parameters\" must be a list of parameter names or null, found ", v.dump());
+  for (const auto& e : v) {
+    if (!e.is_string()) fail(origin, ": \"target_parameters\" entries must be strings, found ", e.dump());
+    c.target_parameters.push_back(e.get<std::string>());
   }
-  c.alpha = get_number("lora_alpha", c.alpha);
-  c.use_rslora = get_bool("use_rslora", false);
-  c.dropout = get_number("lora_dropout", 0.0);
-  if (!(c.dropout >= 0 && c.dropout < 1)) fail(origin, ": \"lora_dropout\" must be in [0, 1), found ", c.dropout);
-  c.target_modules = string_or_list("target_modules");
-  c.exclude_modules = string_or_list("exclude_modules");
-  if (has("target_parameters")) {
-    const json& v = j["target_parameters"];
-    if (!v.is_array()) fail(origin, ": \"target_parameters\" must be a list of parameter names or null, found ", v.dump());
-    for (const auto& e : v) {
-      if (!e.is_string()) fail(origin, ": \"target_parameters\" entries must be strings, found ", e.dump());
-      c.target_parameters.push_back(e.get<std::string>());
-    }
-  }
-  if (has("rank_pattern")) {
+}
+
+// rank_pattern and alpha_pattern: per-module overrides of r and lora_alpha.
+void read_patterns(const PeftJsonReader& rd, LoraConfig& c) {
+  const json& j = rd.j;
+  const std::string& origin = rd.origin;
+  if (rd.has("rank_pattern")) {
     if (!j["rank_pattern"].is_object()) fail(origin, ": \"rank_pattern\" must be an object, found ", j["rank_pattern"].dump());
     for (auto it = j["rank_pattern"].begin(); it != j["rank_pattern"].end(); ++it) {
-      if (!rank(*it))
+      if (!is_valid_rank(*it))
         fail(origin, ": rank_pattern[\"", it.key(), "\"] must be a positive integer (at most ", kMaxRank, "), found ",
              it->dump());
       c.rank_pattern[it.key()] = it->get<int64_t>();
     }
   }
-  if (has("alpha_pattern")) {
+  if (rd.has("alpha_pattern")) {
     if (!j["alpha_pattern"].is_object()) fail(origin, ": \"alpha_pattern\" must be an object, found ", j["alpha_pattern"].dump());
     for (auto it = j["alpha_pattern"].begin(); it != j["alpha_pattern"].end(); ++it) {
       if (!it->is_number()) fail(origin, ": alpha_pattern[\"", it.key(), "\"] must be a number, found ", it->dump());
       c.alpha_pattern[it.key()] = it->get<double>();
     }
   }
-  if (has("layers_to_transform")) {
-    const json& v = j["layers_to_transform"];
-    if (v.is_number_integer()) {
-      c.layers_to_transform.push_back(v.get<int64_t>());
-    } else if (v.is_array()) {
-      for (const auto& e : v) {
-        if (!e.is_number_integer()) fail(origin, ": \"layers_to_transform\" entries must be integers, found ", e.dump());
-        c.layers_to_transform.push_back(e.get<int64_t>());
-      }
-    } else {
-      fail(origin, ": \"layers_to_transform\" must be an integer, a list of integers or null, found ", v.dump());
-    }
-  }
-  if (has("init_lora_weights")) {
-    const json& v = j["init_lora_weights"];
-    if (v.is_boolean()) {
-      c.init = v.get<bool>() ? LoraInit::Kaiming : LoraInit::None;
-    } else if (v.is_string()) {
-      const std::string s = v.get<std::string>();
-      // These initialisations rewrite the base weights (the adapter is relative to a modified base model).
-      for (const char* p : {"pissa", "olora", "corda", "loftq", "lora_ga"})
-        if (starts_with(s, p))
-          fail(origin, ": init_lora_weights \"", s,
-               "\" is not supported: that initialisation modifies the base weights, so the adapter does not apply to "
-               "the unmodified model (convert it to a plain LoRA with PEFT first)");
-      if (s == "kaiming") c.init = LoraInit::Kaiming;
-      else if (s == "gaussian") c.init = LoraInit::Gaussian;
-      else c.init = LoraInit::Other, c.init_other = s;
-    } else {
-      fail(origin, ": \"init_lora_weights\" must be true, false or a string, found ", v.dump());
-    }
-  }
+}
 
-  // Options that change what the adapter computes and that we do not implement.
+void read_layers_to_transform(const PeftJsonReader& rd, LoraConfig& c) {
+  const std::string& origin = rd.origin;
+  if (!rd.has("layers_to_transform")) return;
+  const json& v = rd.j["layers_to_transform"];
+  if (v.is_number_integer()) {
+    c.layers_to_transform.push_back(v.get<int64_t>());
+  } else if (v.is_array()) {
+    for (const auto& e : v) {
+      if (!e.is_number_integer()) fail(origin, ": \"layers_to_transform\" entries must be integers, found ", e.dump());
+      c.layers_to_transform.push_back(e.get<int64_t>());
+    }
+  } else {
+    fail(origin, ": \"layers_to_transform\" must be an integer, a list of integers or null, found ", v.dump());
+  }
+}
+
+void read_init_lora_weights(const PeftJsonReader& rd, LoraConfig& c) {
+  const std::string& origin = rd.origin;
+  if (!rd.has("init_lora_weights")) return;
+  const json& v = rd.j["init_lora_weights"];
+  if (v.is_boolean()) {
+    c.init = v.get<bool>() ? LoraInit::Kaiming : LoraInit::None;
+  } else if (v.is_string()) {
+    const std::string s = v.get<std::string>();
+    // These initialisations rewrite the base weights (the adapter is relative to a modified base model).
+    for (const char* p : {"pissa", "olora", "corda", "loftq", "lora_ga"})
+      if (starts_with(s, p))
+        fail(origin, ": init_lora_weights \"", s,
+             "\" is not supported: that initialisation modifies the base weights, so the adapter does not apply to "
+             "the unmodified model (convert it to a plain LoRA with PEFT first)");
+    if (s == "kaiming") c.init = LoraInit::Kaiming;
+    else if (s == "gaussian") c.init = LoraInit::Gaussian;
+    else c.init = LoraInit::Other, c.init_other = s;
+  } else {
+    fail(origin, ": \"init_lora_weights\" must be true, false or a string, found ", v.dump());
+  }
+}
+
+// Refuses options that change what the adapter computes and that we do not implement, checks bias and
+// the dropout / target_parameters combination, and warns about unknown options.
+void check_unsupported_options(const PeftJsonReader& rd, const LoraConfig& c, std::vector<std::string>* warnings) {
+  const json& j = rd.j;
+  const std::string& origin = rd.origin;
   struct Unsupported {
     const char* key;
     const char* why;
@@ -177,13 +182,42 @@ LoraConfig lora_config_from_peft_json(const json& j, const std::string& origin, 
     if (j.contains(u.key) && !is_empty_value(j[u.key]))
       fail(origin, ": \"", u.key, "\" is ", j[u.key].dump(), ": ", u.why);
   }
-  if (has("bias") && !(j["bias"].is_string() && j["bias"].get<std::string>() == "none"))
+  if (rd.has("bias") && !(j["bias"].is_string() && j["bias"].get<std::string>() == "none"))
     fail(origin, ": \"bias\" is ", j["bias"].dump(), ", expected \"none\" (training/saving base biases is not supported)");
   if (!c.target_parameters.empty() && c.dropout > 0)
     fail(origin, ": lora_dropout is ", c.dropout, " with target_parameters: PEFT's ParamWrapper requires lora_dropout 0");
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!handled.count(it.key()) && !ignored_fields().count(it.key()) && !is_empty_value(*it) && warnings)
       warnings->push_back(origin + ": unknown option \"" + it.key() + "\" = " + it->dump() + " ignored");
+}
+
+}  // namespace
+
+LoraConfig lora_config_from_peft_json(const json& j, const std::string& origin, std::vector<std::string>* warnings) {
+  if (!j.is_object()) fail(origin, ": expected a JSON object (a PEFT LoraConfig), found ", j.type_name());
+  LoraConfig c;
+  c.r = 8;  // PEFT LoraConfig defaults
+  c.alpha = 8;
+  const PeftJsonReader rd{j, origin};
+
+  if (rd.has("peft_type") && (!j["peft_type"].is_string() || j["peft_type"].get<std::string>() != "LORA"))
+    fail(origin, ": peft_type is ", j["peft_type"].dump(), ", expected \"LORA\" (only LoRA adapters are supported)");
+  if (rd.has("r")) {
+    if (!is_valid_rank(j["r"]))
+      fail(origin, ": \"r\" must be a positive integer (at most ", kMaxRank, "), found ", j["r"].dump());
+    c.r = j["r"].get<int64_t>();
+  }
+  c.alpha = rd.get_number("lora_alpha", c.alpha);
+  c.use_rslora = rd.get_bool("use_rslora", false);
+  c.dropout = rd.get_number("lora_dropout", 0.0);
+  if (!(c.dropout >= 0 && c.dropout < 1)) fail(origin, ": \"lora_dropout\" must be in [0, 1), found ", c.dropout);
+  c.target_modules = rd.string_or_list("target_modules");
+  c.exclude_modules = rd.string_or_list("exclude_modules");
+  read_target_parameters(rd, c);
+  read_patterns(rd, c);
+  read_layers_to_transform(rd, c);
+  read_init_lora_weights(rd, c);
+  check_unsupported_options(rd, c, warnings);
   return c;
 }
 
@@ -270,27 +304,15 @@ void check_shape(const std::string& file, const std::string& key, const TensorVi
     fail(file, ": tensor '", key, "' has dtype ", dtype_name(v.dtype), ", expected F32, BF16 or F16");
 }
 
-}  // namespace
+struct ExpertKeys {
+  std::string experts_path;  // module path of the experts as in the file
+  std::map<int, KeyPair> by_depth;
+};
 
-Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
-  if (!is_directory(dir)) fail("adapter folder ", dir, " does not exist or is not a directory");
-  const std::string cfg_path = dir + "/adapter_config.json";
-  const std::string w_path = dir + "/adapter_model.safetensors";
-  if (!file_exists(cfg_path))
-    fail(cfg_path, ": not found (a PEFT adapter folder holds adapter_config.json and adapter_model.safetensors)");
-  const json j = parse_json_file(read_file(cfg_path), cfg_path);
-  Adapter a;
-  a.config = lora_config_from_peft_json(j, cfg_path, &a.warnings);
-  const LoraConfig& c = a.config;
-  if (!file_exists(w_path)) {
-    if (file_exists(dir + "/adapter_model.bin"))
-      fail(w_path, ": not found; only safetensors adapters are read (", dir,
-           "/adapter_model.bin is a pickle: re-save the adapter with PEFT's save_pretrained(safe_serialization=True))");
-    fail(w_path, ": not found (a PEFT adapter folder holds adapter_config.json and adapter_model.safetensors)");
-  }
-  TensorStore st = TensorStore::open_file(w_path);
-
-  // Group the keys by module path (as written in the file, ".base_layer" nesting included).
+// Groups the keys by module path (as written in the file, ".base_layer" nesting included); vision/audio
+// tower keys are skipped with a warning.
+std::map<std::string, KeyPair> group_keys_by_module(const TensorStore& st, const std::string& w_path,
+                                                    std::vector<std::string>& warnings) {
   std::map<std::string, KeyPair> pairs;
   const std::string pre = lora_detail::kPeftKeyPrefix;
   for (const auto& name : st.names()) {
@@ -310,28 +332,39 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
            "biases, no extra trained modules)");
     const std::string mpath = rest.substr(0, rest.size() - std::string(".lora_A.weight").size());
     if (is_tower_path(mpath)) {
-      a.warnings.push_back(w_path + ": skipped '" + name + "' (vision/audio tower: this engine runs the text model only)");
+      warnings.push_back(w_path + ": skipped '" + name + "' (vision/audio tower: this engine runs the text model only)");
       continue;
     }
     KeyPair& kp = pairs[mpath];
     (which == 'A' ? kp.a : kp.b) = &v;
   }
+  return pairs;
+}
 
-  const std::vector<LoraTarget> targets = adaptable_targets(m);
-  auto find_target = [&](int64_t layer, Proj proj) -> const LoraTarget* {
+// Turns the grouped A/B pairs into the adapter's modules, each validated against the model and the config.
+struct PeftModuleBuilder {
+  Adapter& a;
+  const LoraConfig& c;
+  const Model& m;
+  const std::string& w_path;
+  const std::string& cfg_path;
+  const std::string pre = lora_detail::kPeftKeyPrefix;
+  const std::vector<LoraTarget> targets;
+  const ModelConfig& mc;
+  std::set<std::pair<int64_t, Proj>> seen;
+  std::map<int64_t, ExpertKeys> experts;
+
+  PeftModuleBuilder(Adapter& adapter, const Model& model, const std::string& weights_path, const std::string& config_path)
+      : a(adapter), c(adapter.config), m(model), w_path(weights_path), cfg_path(config_path),
+        targets(adaptable_targets(model)), mc(model.config()) {}
+
+  const LoraTarget* find_target(int64_t layer, Proj proj) const {
     for (const auto& t : targets)
       if (t.layer == layer && t.proj == proj) return &t;
     return nullptr;
-  };
-  const ModelConfig& mc = m.config();
-  std::set<std::pair<int64_t, Proj>> seen;
-  struct ExpertKeys {
-    std::string experts_path;  // module path of the experts as in the file
-    std::map<int, KeyPair> by_depth;
-  };
-  std::map<int64_t, ExpertKeys> experts;
+  }
 
-  auto make_module = [&](const LoraTarget& t, const KeyPair& kp, int64_t r, double alpha) {
+  void make_module(const LoraTarget& t, const KeyPair& kp, int64_t r, double alpha) {
     LoraModule mod;
     mod.kind = t.kind;
     mod.target = t.path;
@@ -349,14 +382,10 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
     if (!seen.insert({t.layer, t.proj}).second)
       fail(w_path, ": '", kp.a->name, "' adapts ", t.path, " a second time (another key prefix names the same module)");
     a.modules.push_back(std::move(mod));
-  };
+  }
 
-  for (const auto& [mpath, kp] : pairs) {
-    if (!kp.a || !kp.b) {
-      const std::string have = (kp.a ? kp.a : kp.b)->name;
-      fail(w_path, ": key '", have, "' has no matching '", pre + mpath, kp.a ? ".lora_B.weight" : ".lora_A.weight", "'");
-    }
-    const std::string& key = kp.a->name;
+  // The module path relative to the decoder ("layers.N.<leaf>"), without the language-model prefix.
+  std::string decoder_layer_path(const std::string& mpath, const std::string& key) const {
     std::string rest;
     for (const char* p : {"model.language_model.", "language_model.model.", "model.", "language_model."})
       if (starts_with(mpath, std::string(p) + "layers.")) {
@@ -370,40 +399,34 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
       fail(w_path, ": key '", key, "' adapts '", mpath, "', which is not a decoder-layer module of ", m.dir(), hint,
            "; adaptable: ", adaptable_summary());
     }
-    // rest = "layers.N.<leaf>"
-    size_t d1 = rest.find('.', 7);
-    const std::string num = rest.substr(7, d1 == std::string::npos ? std::string::npos : d1 - 7);
-    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos || d1 == std::string::npos)
-      fail(w_path, ": key '", key, "' adapts '", mpath, "': expected layers.<index>.<module>");
-    if (num.size() > 9)
-      fail(w_path, ": key '", key, "' adapts ", mpath, " but ", m.dir(), " has ", mc.num_layers, " layers");
-    const int64_t layer = std::stoll(num);
-    const std::string leaf = rest.substr(d1 + 1);
-    if (layer >= mc.num_layers)
-      fail(w_path, ": key '", key, "' adapts ", mpath, " but ", m.dir(), " has ", mc.num_layers, " layers");
-    if (starts_with(leaf, "router"))
-      fail(w_path, ": key '", key, "' adapts the MoE router (", mpath, "): the router is never adapted");
-    // experts(.base_layer)*
-    if (leaf == "experts" || starts_with(leaf, "experts.base_layer")) {
-      std::string tail = leaf.substr(7);
-      int depth = 0;
-      while (starts_with(tail, ".base_layer")) {
-        tail = tail.substr(11);
-        ++depth;
-      }
-      if (!tail.empty()) fail(w_path, ": unknown key '", key, "': expected ...experts(.base_layer)*.lora_A.weight");
-      if (!find_target(layer, Proj::experts_gate_up_proj))
-        fail(w_path, ": key '", key, "' adapts the experts of layer ", layer, " but that layer of ", m.dir(),
-             " has no MoE experts");
-      ExpertKeys& ek = experts[layer];
-      const std::string ep = mpath.substr(0, mpath.size() - (leaf.size() - 7));
-      if (!ek.experts_path.empty() && ek.experts_path != ep)
-        fail(w_path, ": key '", key, "' names the experts of layer ", layer, " as ", ep, " but other keys use ",
-             ek.experts_path);
-      ek.experts_path = ep;
-      ek.by_depth[depth] = kp;
-      continue;
+    return rest;
+  }
+
+  // experts(.base_layer)*: collected per layer, turned into modules by add_expert_modules.
+  void record_experts(int64_t layer, const std::string& leaf, const std::string& mpath, const std::string& key,
+                      const KeyPair& kp) {
+    std::string tail = leaf.substr(7);
+    int depth = 0;
+    while (starts_with(tail, ".base_layer")) {
+      tail = tail.substr(11);
+      ++depth;
     }
+    if (!tail.empty()) fail(w_path, ": unknown key '", key, "': expected ...experts(.base_layer)*.lora_A.weight");
+    if (!find_target(layer, Proj::experts_gate_up_proj))
+      fail(w_path, ": key '", key, "' adapts the experts of layer ", layer, " but that layer of ", m.dir(),
+           " has no MoE experts");
+    ExpertKeys& ek = experts[layer];
+    const std::string ep = mpath.substr(0, mpath.size() - (leaf.size() - 7));
+    if (!ek.experts_path.empty() && ek.experts_path != ep)
+      fail(w_path, ": key '", key, "' names the experts of layer ", layer, " as ", ep, " but other keys use ",
+           ek.experts_path);
+    ek.experts_path = ep;
+    ek.by_depth[depth] = kp;
+  }
+
+  // The attention / MLP projection that `leaf` names in `layer`.
+  const LoraTarget& projection_target(int64_t layer, const std::string& leaf, const std::string& mpath,
+                                      const std::string& key) const {
     std::string proj;
     if (starts_with(leaf, "self_attn.")) proj = leaf.substr(10);
     else if (starts_with(leaf, "mlp.")) proj = leaf.substr(4);
@@ -422,6 +445,36 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
              " uses attention_k_eq_v (V comes from k_proj; there is no v_proj)");
       fail(w_path, ": key '", key, "' adapts ", mpath, ", which ", m.dir(), " does not have");
     }
+    return *t;
+  }
+
+  // One module path of the file: a projection becomes a module now, expert parameters are recorded.
+  void add_module_path(const std::string& mpath, const KeyPair& kp) {
+    if (!kp.a || !kp.b) {
+      const std::string have = (kp.a ? kp.a : kp.b)->name;
+      fail(w_path, ": key '", have, "' has no matching '", pre + mpath, kp.a ? ".lora_B.weight" : ".lora_A.weight", "'");
+    }
+    const std::string& key = kp.a->name;
+    const std::string rest = decoder_layer_path(mpath, key);
+    // rest = "layers.N.<leaf>"
+    size_t d1 = rest.find('.', 7);
+    const std::string num = rest.substr(7, d1 == std::string::npos ? std::string::npos : d1 - 7);
+    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos || d1 == std::string::npos)
+      fail(w_path, ": key '", key, "' adapts '", mpath, "': expected layers.<index>.<module>");
+    if (num.size() > 9)
+      fail(w_path, ": key '", key, "' adapts ", mpath, " but ", m.dir(), " has ", mc.num_layers, " layers");
+    const int64_t layer = std::stoll(num);
+    const std::string leaf = rest.substr(d1 + 1);
+    if (layer >= mc.num_layers)
+      fail(w_path, ": key '", key, "' adapts ", mpath, " but ", m.dir(), " has ", mc.num_layers, " layers");
+    if (starts_with(leaf, "router"))
+      fail(w_path, ": key '", key, "' adapts the MoE router (", mpath, "): the router is never adapted");
+    // experts(.base_layer)*
+    if (leaf == "experts" || starts_with(leaf, "experts.base_layer")) {
+      record_experts(layer, leaf, mpath, key, kp);
+      return;
+    }
+    const LoraTarget* t = &projection_target(layer, leaf, mpath, key);
     if (!lora_selects(c, m, *t, mpath))
       fail(w_path, ": key '", key, "' adapts ", mpath, ", which ", cfg_path, " does not select (target_modules ",
            c.target_modules.dump(), ", exclude_modules ", c.exclude_modules.dump(), ")");
@@ -438,7 +491,7 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
 
   // Expert parameters: nested ParamWrappers, the parameter wrapped last outermost (tuners_utils.py
   // _inject_parameters walks named_parameters in registration order: gate_up_proj, then down_proj).
-  for (auto& [layer, ek] : experts) {
+  void add_expert_modules(int64_t layer, const ExpertKeys& ek) {
     std::vector<const LoraTarget*> chosen;
     std::vector<std::string> ppaths;
     for (Proj p : {Proj::experts_gate_up_proj, Proj::experts_down_proj}) {
@@ -491,6 +544,31 @@ Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
                   lora_alpha_for(c, ppaths[size_t(pick)]));
     }
   }
+};
+
+}  // namespace
+
+Adapter Adapter::load_peft(const std::string& dir, const Model& m) {
+  if (!is_directory(dir)) fail("adapter folder ", dir, " does not exist or is not a directory");
+  const std::string cfg_path = dir + "/adapter_config.json";
+  const std::string w_path = dir + "/adapter_model.safetensors";
+  if (!file_exists(cfg_path))
+    fail(cfg_path, ": not found (a PEFT adapter folder holds adapter_config.json and adapter_model.safetensors)");
+  const json j = parse_json_file(read_file(cfg_path), cfg_path);
+  Adapter a;
+  a.config = lora_config_from_peft_json(j, cfg_path, &a.warnings);
+  if (!file_exists(w_path)) {
+    if (file_exists(dir + "/adapter_model.bin"))
+      fail(w_path, ": not found; only safetensors adapters are read (", dir,
+           "/adapter_model.bin is a pickle: re-save the adapter with PEFT's save_pretrained(safe_serialization=True))");
+    fail(w_path, ": not found (a PEFT adapter folder holds adapter_config.json and adapter_model.safetensors)");
+  }
+  TensorStore st = TensorStore::open_file(w_path);
+  const std::map<std::string, KeyPair> pairs = group_keys_by_module(st, w_path, a.warnings);
+
+  PeftModuleBuilder b(a, m, w_path, cfg_path);
+  for (const auto& [mpath, kp] : pairs) b.add_module_path(mpath, kp);
+  for (const auto& [layer, ek] : b.experts) b.add_expert_modules(layer, ek);
   if (a.modules.empty()) fail(w_path, ": no LoRA tensors for the decoder layers of ", m.dir());
   lora_detail::sort_modules(a.modules);
   return a;

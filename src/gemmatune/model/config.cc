@@ -144,17 +144,15 @@ int64_t ModelConfig::layer_intermediate(int64_t i) const {
   return intermediate_size * ((use_double_wide_mlp && layer_kv_shared(i)) ? 2 : 1);
 }
 
-ModelConfig parse_config(const json& root, const std::string& origin) {
-  if (!root.is_object()) fail(origin, ": config is not a JSON object");
-  ModelConfig c;
-  c.origin = origin;
+namespace {
+
+// Architecture and family, from "architectures" or else model_type (fails on anything but Gemma 3 / 4).
+void parse_architecture(const json& root, const Reader& top, const Reader& r, ModelConfig& c) {
+  const std::string& origin = r.origin;
   std::string arch;
   if (root.contains("architectures") && root["architectures"].is_array() && !root["architectures"].empty() &&
       root["architectures"][0].is_string())
     arch = root["architectures"][0].get<std::string>();
-  const json& t = (root.contains("text_config") && root["text_config"].is_object()) ? root["text_config"] : root;
-  Reader top{root, origin};
-  Reader r{t, origin};
   std::string mt = r.string("model_type", top.string("model_type", ""));
   if (arch.empty()) {
     if (mt == "gemma3_text") arch = "Gemma3ForCausalLM";
@@ -172,8 +170,11 @@ ModelConfig parse_config(const json& root, const std::string& origin) {
          "\"; supported: Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma4ForCausalLM, Gemma4ForConditionalGeneration");
   }
   c.causal_lm = arch.find("ForCausalLM") != std::string::npos;
-  const bool g4 = c.family == Family::Gemma4;
+}
 
+// The sizes and scalars common to both families, with their bounds.
+void parse_common_fields(const Reader& top, const Reader& r, ModelConfig& c, bool g4) {
+  const std::string& origin = r.origin;
   c.vocab_size = r.i64("vocab_size", g4 ? 262144 : 262208);
   c.hidden_size = r.i64("hidden_size", 2304);
   c.intermediate_size = r.i64("intermediate_size", 9216);
@@ -207,34 +208,39 @@ ModelConfig parse_config(const json& root, const std::string& origin) {
     fail(origin, ": num_attention_heads ", c.num_heads, " is not a multiple of num_key_value_heads ", c.num_kv_heads);
   if (c.hidden_activation != "gelu_pytorch_tanh" && c.hidden_activation != "gelu_new" && c.hidden_activation != "gelu_tanh")
     fail(origin, ": hidden_activation \"", c.hidden_activation, "\" is not supported (expected gelu_pytorch_tanh)");
+}
 
-  if (g4) {
-    c.global_head_dim = r.i64("global_head_dim", 512);
-    c.num_global_kv_heads = r.i64("num_global_key_value_heads", 0);
-    c.attention_k_eq_v = r.boolean("attention_k_eq_v", false);
-    c.hidden_size_per_layer_input = r.i64("hidden_size_per_layer_input", 256);
-    c.vocab_size_per_layer_input = r.i64("vocab_size_per_layer_input", 262144);
-    c.num_kv_shared_layers = r.i64("num_kv_shared_layers", 0);
-    c.use_double_wide_mlp = r.boolean("use_double_wide_mlp", false);
-    c.enable_moe_block = r.boolean("enable_moe_block", false);
-    c.num_experts = r.i64("num_experts", 0);
-    c.top_k_experts = r.i64("top_k_experts", 0);
-    c.moe_intermediate_size = r.i64("moe_intermediate_size", 0);
-    for (auto [name, v, most] : {std::tuple{"global_head_dim", c.global_head_dim, kMaxHeadDim},
-                                 {"num_global_key_value_heads", c.num_global_kv_heads, kMaxHeads},
-                                 {"hidden_size_per_layer_input", c.hidden_size_per_layer_input, kMaxWidth},
-                                 {"vocab_size_per_layer_input", c.vocab_size_per_layer_input, kMaxVocab},
-                                 {"num_experts", c.num_experts, kMaxExperts}, {"top_k_experts", c.top_k_experts, kMaxExperts},
-                                 {"moe_intermediate_size", c.moe_intermediate_size, kMaxWidth}})
-      if (v < 0 || v > most) fail(origin, ": ", name, " ", v, " is out of range [0, ", most, "]");
-    if (c.enable_moe_block && (c.num_experts <= 0 || c.top_k_experts <= 0 || c.moe_intermediate_size <= 0 ||
-                               c.top_k_experts > c.num_experts))
-      fail(origin, ": enable_moe_block needs num_experts, top_k_experts (<= num_experts) and moe_intermediate_size");
-    if (c.num_kv_shared_layers < 0 || c.num_kv_shared_layers >= c.num_layers)
-      fail(origin, ": num_kv_shared_layers ", c.num_kv_shared_layers, " must be in [0, num_hidden_layers)");
-  }
+// Gemma 4 only: global attention heads, per-layer inputs, KV sharing, MoE.
+void parse_gemma4_fields(const Reader& r, ModelConfig& c) {
+  const std::string& origin = r.origin;
+  c.global_head_dim = r.i64("global_head_dim", 512);
+  c.num_global_kv_heads = r.i64("num_global_key_value_heads", 0);
+  c.attention_k_eq_v = r.boolean("attention_k_eq_v", false);
+  c.hidden_size_per_layer_input = r.i64("hidden_size_per_layer_input", 256);
+  c.vocab_size_per_layer_input = r.i64("vocab_size_per_layer_input", 262144);
+  c.num_kv_shared_layers = r.i64("num_kv_shared_layers", 0);
+  c.use_double_wide_mlp = r.boolean("use_double_wide_mlp", false);
+  c.enable_moe_block = r.boolean("enable_moe_block", false);
+  c.num_experts = r.i64("num_experts", 0);
+  c.top_k_experts = r.i64("top_k_experts", 0);
+  c.moe_intermediate_size = r.i64("moe_intermediate_size", 0);
+  for (auto [name, v, most] : {std::tuple{"global_head_dim", c.global_head_dim, kMaxHeadDim},
+                               {"num_global_key_value_heads", c.num_global_kv_heads, kMaxHeads},
+                               {"hidden_size_per_layer_input", c.hidden_size_per_layer_input, kMaxWidth},
+                               {"vocab_size_per_layer_input", c.vocab_size_per_layer_input, kMaxVocab},
+                               {"num_experts", c.num_experts, kMaxExperts}, {"top_k_experts", c.top_k_experts, kMaxExperts},
+                               {"moe_intermediate_size", c.moe_intermediate_size, kMaxWidth}})
+    if (v < 0 || v > most) fail(origin, ": ", name, " ", v, " is out of range [0, ", most, "]");
+  if (c.enable_moe_block && (c.num_experts <= 0 || c.top_k_experts <= 0 || c.moe_intermediate_size <= 0 ||
+                             c.top_k_experts > c.num_experts))
+    fail(origin, ": enable_moe_block needs num_experts, top_k_experts (<= num_experts) and moe_intermediate_size");
+  if (c.num_kv_shared_layers < 0 || c.num_kv_shared_layers >= c.num_layers)
+    fail(origin, ": num_kv_shared_layers ", c.num_kv_shared_layers, " must be in [0, num_hidden_layers)");
+}
 
-  // Layer types.
+// Layer types: listed, or from the sliding window pattern.
+void parse_layer_types(const json& t, const Reader& r, ModelConfig& c, bool g4) {
+  const std::string& origin = r.origin;
   if (r.present("layer_types")) {
     const json& lt = t["layer_types"];
     if (!lt.is_array() || int64_t(lt.size()) != c.num_layers)
@@ -252,8 +258,11 @@ ModelConfig parse_config(const json& root, const std::string& origin) {
       c.layer_types.push_back((i + 1) % pattern ? AttnType::Sliding : AttnType::Full);
   }
   if (g4) c.layer_types.back() = AttnType::Full;  // Gemma4TextConfig forces the last layer to full attention
+}
 
-  // RoPE.
+// RoPE: family defaults, then rope_scaling (Gemma 3) and rope_parameters.
+void parse_rope_fields(const json& t, const Reader& r, ModelConfig& c, bool g4) {
+  const std::string& origin = r.origin;
   if (g4) {
     c.rope_sliding = RopeParams{"default", 10000.0, 1.0, 1.0};
     c.rope_full = RopeParams{"proportional", 1000000.0, 1.0, 0.25};
@@ -273,30 +282,35 @@ ModelConfig parse_config(const json& root, const std::string& origin) {
       c.rope_sliding = parse_rope(rp, origin, "rope_parameters", c.rope_sliding);
     }
   }
+}
 
-  // per_layer_config: {"<layer>": {"head_dim": .., "num_key_value_heads": ..}}
-  if (r.present("per_layer_config")) {
-    const json& pl = t["per_layer_config"];
-    if (!pl.is_object()) fail(origin, ": per_layer_config must be an object keyed by layer index");
-    c.layer_head_dim_override.assign(size_t(c.num_layers), -1);
-    c.layer_kv_heads_override.assign(size_t(c.num_layers), -1);
-    for (auto it = pl.begin(); it != pl.end(); ++it) {
-      const std::string& key = it.key();
-      int64_t li = -1;
-      if (!key.empty() && key.size() <= 9 && key.find_first_not_of("0123456789") == std::string::npos)
-        li = std::stoll(key);
-      if (li < 0 || li >= c.num_layers) fail(origin, ": per_layer_config key \"", key, "\" is not a layer index");
-      if (!it->is_object()) fail(origin, ": per_layer_config[\"", key, "\"] must be an object, got ", it->dump());
-      Reader lr{*it, origin};
-      c.layer_head_dim_override[size_t(li)] = lr.i64("head_dim", -1);
-      c.layer_kv_heads_override[size_t(li)] = lr.i64("num_key_value_heads", -1);
-      if (c.layer_head_dim_override[size_t(li)] > kMaxHeadDim || c.layer_kv_heads_override[size_t(li)] > kMaxHeads)
-        fail(origin, ": per_layer_config[\"", key, "\"] has head_dim or num_key_value_heads larger than this engine "
-             "supports (at most ", kMaxHeadDim, " and ", kMaxHeads, ")");
-    }
+// per_layer_config: {"<layer>": {"head_dim": .., "num_key_value_heads": ..}}
+void parse_per_layer_config(const json& t, const Reader& r, ModelConfig& c) {
+  const std::string& origin = r.origin;
+  if (!r.present("per_layer_config")) return;
+  const json& pl = t["per_layer_config"];
+  if (!pl.is_object()) fail(origin, ": per_layer_config must be an object keyed by layer index");
+  c.layer_head_dim_override.assign(size_t(c.num_layers), -1);
+  c.layer_kv_heads_override.assign(size_t(c.num_layers), -1);
+  for (auto it = pl.begin(); it != pl.end(); ++it) {
+    const std::string& key = it.key();
+    int64_t li = -1;
+    if (!key.empty() && key.size() <= 9 && key.find_first_not_of("0123456789") == std::string::npos)
+      li = std::stoll(key);
+    if (li < 0 || li >= c.num_layers) fail(origin, ": per_layer_config key \"", key, "\" is not a layer index");
+    if (!it->is_object()) fail(origin, ": per_layer_config[\"", key, "\"] must be an object, got ", it->dump());
+    Reader lr{*it, origin};
+    c.layer_head_dim_override[size_t(li)] = lr.i64("head_dim", -1);
+    c.layer_kv_heads_override[size_t(li)] = lr.i64("num_key_value_heads", -1);
+    if (c.layer_head_dim_override[size_t(li)] > kMaxHeadDim || c.layer_kv_heads_override[size_t(li)] > kMaxHeads)
+      fail(origin, ": per_layer_config[\"", key, "\"] has head_dim or num_key_value_heads larger than this engine "
+           "supports (at most ", kMaxHeadDim, " and ", kMaxHeads, ")");
   }
+}
 
-  // Token ids: the top level (multimodal) lists the instruction-tuned stop ids.
+// Token ids: the top level (multimodal) lists the instruction-tuned stop ids.
+void parse_token_ids(const json& root, const json& t, const Reader& top, const Reader& r, ModelConfig& c) {
+  const std::string& origin = r.origin;
   for (auto [name, def, out] : {std::tuple{"bos_token_id", 2, &c.bos_id}, {"pad_token_id", 0, &c.pad_id}}) {
     const int64_t id = r.i64(name, def);
     if (id < 0 || id > INT32_MAX) fail(origin, ": ", name, " ", id, " is not a token id (expected 0 .. ", INT32_MAX, ")");
@@ -305,6 +319,25 @@ ModelConfig parse_config(const json& root, const std::string& origin) {
   if (top.present("eos_token_id")) c.eos_ids = parse_ids(root["eos_token_id"], origin, "eos_token_id");
   else if (r.present("eos_token_id")) c.eos_ids = parse_ids(t["eos_token_id"], origin, "eos_token_id");
   else c.eos_ids = {1};
+}
+
+}  // namespace
+
+ModelConfig parse_config(const json& root, const std::string& origin) {
+  if (!root.is_object()) fail(origin, ": config is not a JSON object");
+  ModelConfig c;
+  c.origin = origin;
+  const json& t = (root.contains("text_config") && root["text_config"].is_object()) ? root["text_config"] : root;
+  Reader top{root, origin};
+  Reader r{t, origin};
+  parse_architecture(root, top, r, c);
+  const bool g4 = c.family == Family::Gemma4;
+  parse_common_fields(top, r, c, g4);
+  if (g4) parse_gemma4_fields(r, c);
+  parse_layer_types(t, r, c, g4);
+  parse_rope_fields(t, r, c, g4);
+  parse_per_layer_config(t, r, c);
+  parse_token_ids(root, t, top, r, c);
 
   for (int64_t i = 0; i < c.num_layers; ++i) {
     if (c.num_heads % c.layer_kv_heads(i) != 0)
