@@ -58,7 +58,10 @@ def check(ok, what):
 
 
 def run(cmd):
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Exact mode: the f32 GEMM kernels (the bf16-input kernel, chosen automatically on some CPUs for
+    # bf16 weights, rounds activations and is compared with its own derived tolerance in the tests).
+    env = dict(os.environ, GEMMATUNE_PRECISION="f32")
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(" ".join(cmd) + " failed:\n" + r.stdout[-4000:])
     return r.stdout

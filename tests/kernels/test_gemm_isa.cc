@@ -197,7 +197,7 @@ TEST(GemmSelection, LinearUsesTheSelectedKernel) {
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (auto& v : wb) v = gt::f32_to_bf16(u(rng));
   for (auto& v : x) v = u(rng) * 1.01f;
-  gt::Weight2D w{"w", DType::BF16, wb.data(), n, k, nullptr};
+  gt::Weight2D w{"w", DType::BF16, wb.data(), n, k};
   for (Isa isa : gt::gemm::kAllIsas) {
     if (!gt::gemm::isa_supported(isa)) continue;
     gt::gemm::configure(gt::gemm::isa_name(isa), "auto");

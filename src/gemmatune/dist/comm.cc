@@ -132,27 +132,21 @@ void allreduce(void* data, size_t n, MPI_Datatype t) {
 }  // namespace
 #endif
 
-void Comm::allreduce_sum(float* data, size_t n) {
+// The three sums share one body; `type_tag` picks the MPI datatype (0 float, 1 double, 2 int64).
+template <class T>
+void sum_in_place(bool active, T* data, size_t n, [[maybe_unused]] int type_tag) {
 #ifdef GEMMATUNE_MPI
-  if (mpi_ && size_ > 1) allreduce(data, n, MPI_FLOAT);
+  if (!active) return;
+  MPI_Datatype t = type_tag == 0 ? MPI_FLOAT : type_tag == 1 ? MPI_DOUBLE : MPI_INT64_T;
+  allreduce(data, n, t);
 #else
-  (void)data, (void)n;
+  (void)active, (void)data, (void)n;
 #endif
 }
-void Comm::allreduce_sum(double* data, size_t n) {
-#ifdef GEMMATUNE_MPI
-  if (mpi_ && size_ > 1) allreduce(data, n, MPI_DOUBLE);
-#else
-  (void)data, (void)n;
-#endif
-}
-void Comm::allreduce_sum(int64_t* data, size_t n) {
-#ifdef GEMMATUNE_MPI
-  if (mpi_ && size_ > 1) allreduce(data, n, MPI_INT64_T);
-#else
-  (void)data, (void)n;
-#endif
-}
+
+void Comm::allreduce_sum(float* data, size_t n) { sum_in_place(mpi_ && size_ > 1, data, n, 0); }
+void Comm::allreduce_sum(double* data, size_t n) { sum_in_place(mpi_ && size_ > 1, data, n, 1); }
+void Comm::allreduce_sum(int64_t* data, size_t n) { sum_in_place(mpi_ && size_ > 1, data, n, 2); }
 
 void Comm::broadcast(void* data, size_t bytes, int root) {
 #ifdef GEMMATUNE_MPI

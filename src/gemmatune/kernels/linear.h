@@ -35,7 +35,6 @@ struct Weight2D {
   int64_t n = 0;               // output features (rows)
   int64_t k = 0;               // input features (columns)
 
-
   bool empty() const { return data == nullptr; }
   size_t bytes() const { return size_t(n) * size_t(k) * dtype_size(dtype); }
 };

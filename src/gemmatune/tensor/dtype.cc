@@ -92,33 +92,27 @@ uint16_t f32_to_f16(float f) {
 
 // Elements are loaded with memcpy: a mapped tensor need not be aligned to its element size (a
 // safetensors header of any length, or an odd-sized tensor before it); the copies compile to plain loads.
+namespace {
+// Reads n values of type T from possibly unaligned bytes and converts each with `f`.
+template <class T, class F>
+void convert_each(const uint8_t* b, size_t n, float* dst, F f) {
+  for (size_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, b + sizeof(T) * i, sizeof(T));
+    dst[i] = f(v);
+  }
+}
+}  // namespace
+
 void to_f32(DType t, const void* src, float* dst, size_t n) {
   const auto* b = static_cast<const uint8_t*>(src);
   switch (t) {
     case DType::F32:
       if (n) std::memcpy(dst, src, n * 4);
       return;
-    case DType::BF16:
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, b + 2 * i, 2);
-        dst[i] = bf16_to_f32(h);
-      }
-      return;
-    case DType::F16:
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, b + 2 * i, 2);
-        dst[i] = f16_to_f32(h);
-      }
-      return;
-    case DType::F64:
-      for (size_t i = 0; i < n; ++i) {
-        double d;
-        std::memcpy(&d, b + 8 * i, 8);
-        dst[i] = float(d);
-      }
-      return;
+    case DType::BF16: return convert_each<uint16_t>(b, n, dst, bf16_to_f32);
+    case DType::F16: return convert_each<uint16_t>(b, n, dst, f16_to_f32);
+    case DType::F64: return convert_each<double>(b, n, dst, [](double d) { return float(d); });
     default:
       break;
   }
