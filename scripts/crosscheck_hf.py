@@ -248,7 +248,9 @@ def demo_check(gt, demo):
     from transformers import PreTrainedTokenizerFast
 
     mdir, adir = os.path.join(demo, "tiny-gemma3"), os.path.join(demo, "run", "adapter")
-    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(mdir, "tokenizer.json"))
+    # Gemma's special tokens (the folder has no tokenizer_config.json): the template renders {{ bos_token }}.
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(mdir, "tokenizer.json"), bos_token="<bos>",
+                                  eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
     tok.chat_template = open(os.path.join(mdir, "chat_template.jinja")).read()
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                      tokenize=False, add_generation_prompt=True)
