@@ -3,7 +3,10 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <functional>
 #include <string>
+
+#include "gemmatune/util/error.h"
 
 namespace gt::test {
 
@@ -18,6 +21,17 @@ inline std::string data(const std::string& rel) { return join(GEMMATUNE_TEST_DAT
 inline std::string unpacked(const std::string& rel) { return join(GEMMATUNE_TEST_DATA_UNPACKED, rel); }
 inline std::string fixture(const std::string& name) { return data("fixtures/" + name); }
 inline std::string binary() { return GEMMATUNE_BINARY; }
+
+// The message of the gt::Error that `f` throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 // A scratch path private to this test process (ctest runs test processes in parallel). The folder
 // is removed when the process exits, unless GEMMATUNE_KEEP_TEST_FILES is set (for debugging).
 inline std::string scratch(const std::string& name) {

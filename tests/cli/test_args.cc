@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "gemmatune/util/error.h"
+#include "test_util.h"
 
 using gt::cli::Args;
 
@@ -17,14 +18,7 @@ struct Argv {
   }
   Args make() { return Args("test", "a test command", int(ptrs.size()), ptrs.data()); }
 };
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const gt::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using gt::test::error_of;
 }  // namespace
 
 TEST(Args, ValuesFlagsAndPositionals) {

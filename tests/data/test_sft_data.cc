@@ -87,14 +87,7 @@ SftExample build(const ojson& row, const Tokenizer& tok, const ChatTemplate& t, 
   return b.build(to_conversation(row, co, origin));
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using test::error_of;
 
 #define EXPECT_HAS(hay, needle) EXPECT_NE(std::string(hay).find(needle), std::string::npos) << (hay)
 

@@ -42,16 +42,9 @@ json golden_json(const std::string& fx) { return json::parse(read_file(test::fix
 
 Model load_model(const std::string& fx) { return Model::load(test::fixture(fx) + "/model"); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::contains;
+using test::error_of;
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // Copies a fixture's adapter folder, letting `edit` change tensors and config on the way.
 std::string edited_adapter(const std::string& fx, const std::string& name,

@@ -15,15 +15,8 @@
 using namespace gt;
 
 namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using test::contains;
+using test::error_of;
 }  // namespace
 
 TEST(TrainOptions, SetParsesEveryKind) {
@@ -60,17 +53,17 @@ TEST(TrainOptions, SetParsesEveryKind) {
 TEST(TrainOptions, Errors) {
   TrainOptions o;
   const std::string e1 = error_of([&] { o.set("schedule", "cosin", "run.yaml:3"); });
-  EXPECT_TRUE(has(e1, "run.yaml:3") && has(e1, "schedule") && has(e1, "cosine | linear | constant")) << e1;
+  EXPECT_TRUE(contains(e1, "run.yaml:3") && contains(e1, "schedule") && contains(e1, "cosine | linear | constant")) << e1;
   for (const char* key : {"sft_mode", "truncation", "on_bad_example", "lora_init"}) {
     const std::string e = error_of([&] { o.set(key, "nonsense", "cli"); });
-    EXPECT_TRUE(has(e, "allowed:") && has(e, "nonsense") && has(e, key)) << e;
+    EXPECT_TRUE(contains(e, "allowed:") && contains(e, "nonsense") && contains(e, key)) << e;
   }
-  EXPECT_TRUE(has(error_of([&] { o.set("sft_mode", "x", "cli"); }), "keep_generation_prompt | maxtext_default"));
-  EXPECT_TRUE(has(error_of([&] { o.set("truncation", "x", "cli"); }), "drop | truncate | fail"));
-  EXPECT_TRUE(has(error_of([&] { o.set("lora_r", "8.5", "cli"); }), "expects an integer"));
-  EXPECT_TRUE(has(error_of([&] { o.set("lr", "fast", "cli"); }), "expects a number"));
-  EXPECT_TRUE(has(error_of([&] { o.set("pack", "maybe", "cli"); }), "expects true or false"));
-  EXPECT_TRUE(has(error_of([&] { o.set("lora_rank", "8", "cli"); }), "unknown training option 'lora_rank'"));
+  EXPECT_TRUE(contains(error_of([&] { o.set("sft_mode", "x", "cli"); }), "keep_generation_prompt | maxtext_default"));
+  EXPECT_TRUE(contains(error_of([&] { o.set("truncation", "x", "cli"); }), "drop | truncate | fail"));
+  EXPECT_TRUE(contains(error_of([&] { o.set("lora_r", "8.5", "cli"); }), "expects an integer"));
+  EXPECT_TRUE(contains(error_of([&] { o.set("lr", "fast", "cli"); }), "expects a number"));
+  EXPECT_TRUE(contains(error_of([&] { o.set("pack", "maybe", "cli"); }), "expects true or false"));
+  EXPECT_TRUE(contains(error_of([&] { o.set("lora_rank", "8", "cli"); }), "unknown training option 'lora_rank'"));
 }
 
 TEST(TrainOptions, HelpShowsDefaultsAsWritten) {
@@ -83,7 +76,7 @@ TEST(TrainOptions, HelpShowsDefaultsAsWritten) {
   EXPECT_EQ(def["schedule"], "cosine");
   for (const auto& f : TrainOptions::fields())
     if (f.name == "schedule") {
-      EXPECT_TRUE(has(f.help, "cosine | linear | constant")) << f.help;
+      EXPECT_TRUE(contains(f.help, "cosine | linear | constant")) << f.help;
     }
 }
 
@@ -101,20 +94,20 @@ TEST(TrainOptions, Yaml) {
   const std::string bad_value = dir + "/bad_value.yaml";
   write_file_atomic(bad_value, "lora_r: 4\n\nschedule: cosine_restarts\n");
   const std::string e = error_of([&] { load_train_yaml(bad_value, o); });
-  EXPECT_TRUE(has(e, bad_value + ":3") && has(e, "allowed: cosine | linear | constant")) << e;
+  EXPECT_TRUE(contains(e, bad_value + ":3") && contains(e, "allowed: cosine | linear | constant")) << e;
   const std::string unknown = dir + "/unknown.yaml";
   write_file_atomic(unknown, "lora_r: 4\nlearning_rate: 1\n");
-  EXPECT_TRUE(has(error_of([&] { load_train_yaml(unknown, o); }), unknown + ":2: unknown training option"));
+  EXPECT_TRUE(contains(error_of([&] { load_train_yaml(unknown, o); }), unknown + ":2: unknown training option"));
   const std::string nested = dir + "/nested.yaml";
   write_file_atomic(nested, "lora:\n  r: 4\n");
-  EXPECT_TRUE(has(error_of([&] { load_train_yaml(nested, o); }), "must be a scalar or a list"));
+  EXPECT_TRUE(contains(error_of([&] { load_train_yaml(nested, o); }), "must be a scalar or a list"));
   const std::string broken = dir + "/broken.yaml";
   write_file_atomic(broken, "lora_r: [4\n");
-  EXPECT_TRUE(has(error_of([&] { load_train_yaml(broken, o); }), broken + ":"));
+  EXPECT_TRUE(contains(error_of([&] { load_train_yaml(broken, o); }), broken + ":"));
   const std::string list = dir + "/list.yaml";
   write_file_atomic(list, "- a\n- b\n");
-  EXPECT_TRUE(has(error_of([&] { load_train_yaml(list, o); }), "must be a mapping"));
-  EXPECT_TRUE(has(error_of([&] { load_train_yaml(dir + "/missing.yaml", o); }), "cannot read the run config"));
+  EXPECT_TRUE(contains(error_of([&] { load_train_yaml(list, o); }), "must be a mapping"));
+  EXPECT_TRUE(contains(error_of([&] { load_train_yaml(dir + "/missing.yaml", o); }), "cannot read the run config"));
 }
 
 TEST(LrSchedule, WarmupThenEachShape) {
