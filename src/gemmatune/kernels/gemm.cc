@@ -357,7 +357,7 @@ void probe(double gflops[kNumIsa], int rounds) {
 double register_peak_gflops(Isa isa, int threads, int reps) {
   if (!isa_supported(isa)) return 0.0;
   threads = std::max(1, threads);
-  void (*loop)(long) = isa == Isa::Avx2 ? x86::peak_loop_ymm_fma
+  void (*loop)(long) = isa == Isa::Avx2 ? perf::fma_loop_ymm
                        : isa == Isa::Avx512 ? x86::peak_loop_zmm_fma
                                             : x86::peak_loop_zmm_dpbf16;
   const double flop_per_op = isa == Isa::Avx2 ? 16.0 : isa == Isa::Avx512 ? 32.0 : 64.0;

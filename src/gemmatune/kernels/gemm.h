@@ -116,9 +116,9 @@ namespace x86 {
 const GemmKernel* kernel_avx2();
 const GemmKernel* kernel_avx512();
 const GemmKernel* kernel_avx512bf16();
-// Register-only loops for the peaks: `iters` iterations of 12 independent ops each, ymm FMA
-// (16 FLOP per op; avx2 TU), zmm FMA (32; avx512 TU), zmm vdpbf16ps (64; avx512bf16 TU).
-void peak_loop_ymm_fma(long iters);
+// Register-only loops for the peaks: `iters` iterations of 12 independent ops each, zmm FMA
+// (32 FLOP per op; avx512 TU), zmm vdpbf16ps (64; avx512bf16 TU). The ymm FMA loop (16) is
+// perf::fma_loop_ymm.
 void peak_loop_zmm_fma(long iters);
 void peak_loop_zmm_dpbf16(long iters);
 }  // namespace x86

@@ -89,27 +89,6 @@ uint32_t sum_slice(const uint32_t* p, size_t n) {  // n multiple of 64, p 32-byt
   return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
 }
 
-void fma_loop(long iters) {
-  asm volatile(
-      "vxorps %%ymm0,%%ymm0,%%ymm0\n\tvxorps %%ymm1,%%ymm1,%%ymm1\n\tvxorps %%ymm2,%%ymm2,%%ymm2\n\t"
-      "vxorps %%ymm3,%%ymm3,%%ymm3\n\tvxorps %%ymm4,%%ymm4,%%ymm4\n\tvxorps %%ymm5,%%ymm5,%%ymm5\n\t"
-      "vxorps %%ymm6,%%ymm6,%%ymm6\n\tvxorps %%ymm7,%%ymm7,%%ymm7\n\tvxorps %%ymm8,%%ymm8,%%ymm8\n\t"
-      "vxorps %%ymm9,%%ymm9,%%ymm9\n\tvxorps %%ymm10,%%ymm10,%%ymm10\n\tvxorps %%ymm11,%%ymm11,%%ymm11\n\t"
-      "vxorps %%ymm12,%%ymm12,%%ymm12\n\tvxorps %%ymm13,%%ymm13,%%ymm13\n\t"
-      "1:\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm0\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm1\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm2\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm3\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm4\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm5\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm6\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm7\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm8\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm9\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm10\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm11\n\t"
-      "dec %0\n\tjnz 1b\n\t"
-      "vzeroupper\n\t"
-      : "+r"(iters)
-      :
-      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-        "xmm12", "xmm13", "cc");
-}
 
 // Runs `fn` with omp_get_max_threads() == threads, restoring the previous setting.
 template <class F>
@@ -158,11 +137,33 @@ double measure_read_bandwidth_gbs(int threads, double seconds_budget) {
   return median(v.data(), v.size());
 }
 
+void fma_loop_ymm(long iters) {
+  asm volatile(
+      "vxorps %%ymm0,%%ymm0,%%ymm0\n\tvxorps %%ymm1,%%ymm1,%%ymm1\n\tvxorps %%ymm2,%%ymm2,%%ymm2\n\t"
+      "vxorps %%ymm3,%%ymm3,%%ymm3\n\tvxorps %%ymm4,%%ymm4,%%ymm4\n\tvxorps %%ymm5,%%ymm5,%%ymm5\n\t"
+      "vxorps %%ymm6,%%ymm6,%%ymm6\n\tvxorps %%ymm7,%%ymm7,%%ymm7\n\tvxorps %%ymm8,%%ymm8,%%ymm8\n\t"
+      "vxorps %%ymm9,%%ymm9,%%ymm9\n\tvxorps %%ymm10,%%ymm10,%%ymm10\n\tvxorps %%ymm11,%%ymm11,%%ymm11\n\t"
+      "vxorps %%ymm12,%%ymm12,%%ymm12\n\tvxorps %%ymm13,%%ymm13,%%ymm13\n\t"
+      "1:\n\t"
+      "vfmadd231ps %%ymm12,%%ymm13,%%ymm0\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm1\n\t"
+      "vfmadd231ps %%ymm12,%%ymm13,%%ymm2\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm3\n\t"
+      "vfmadd231ps %%ymm12,%%ymm13,%%ymm4\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm5\n\t"
+      "vfmadd231ps %%ymm12,%%ymm13,%%ymm6\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm7\n\t"
+      "vfmadd231ps %%ymm12,%%ymm13,%%ymm8\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm9\n\t"
+      "vfmadd231ps %%ymm12,%%ymm13,%%ymm10\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm11\n\t"
+      "dec %0\n\tjnz 1b\n\t"
+      "vzeroupper\n\t"
+      : "+r"(iters)
+      :
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+        "xmm12", "xmm13", "cc");
+}
+
 double fma_pass_gflops(int threads, long iters) {
   threads = std::max(1, threads);
   const double t0 = now_seconds();
 #pragma omp parallel num_threads(threads)
-  fma_loop(iters);
+  fma_loop_ymm(iters);
   const double dt = now_seconds() - t0;
   return double(threads) * double(iters) * 12.0 * 16.0 / dt / 1e9;
 }

@@ -44,6 +44,10 @@ class HugeBuffer {
 // Returns GB/s of that single pass. `bytes` should be a multiple of 256.
 double read_pass_gbs(const void* buf, size_t bytes, int threads);
 
+// The register-only loop behind it: `iters` iterations of 12 independent ymm vfmadd231ps (16 FLOP
+// each) on the calling thread. Also the AVX2 register peak of kernels/gemm.
+void fma_loop_ymm(long iters);
+
 // One timing of an FMA loop (each thread runs a register-only loop of 12 independent 256-bit
 // vfmadd231ps chains, enough to cover the FMA latency on both pipes; `iters` iterations of 12 FMAs per thread), in GFLOP/s.
 double fma_pass_gflops(int threads, long iters = 5'000'000);

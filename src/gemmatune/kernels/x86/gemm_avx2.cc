@@ -98,26 +98,4 @@ const GemmKernel kKernel = {"avx2", MR, NR, 1, 4, KC, MC, NC, pack_a_f32<MR>, pa
 
 const GemmKernel* kernel_avx2() { return &kKernel; }
 
-void peak_loop_ymm_fma(long iters) {
-  asm volatile(
-      "vxorps %%ymm0,%%ymm0,%%ymm0\n\tvxorps %%ymm1,%%ymm1,%%ymm1\n\tvxorps %%ymm2,%%ymm2,%%ymm2\n\t"
-      "vxorps %%ymm3,%%ymm3,%%ymm3\n\tvxorps %%ymm4,%%ymm4,%%ymm4\n\tvxorps %%ymm5,%%ymm5,%%ymm5\n\t"
-      "vxorps %%ymm6,%%ymm6,%%ymm6\n\tvxorps %%ymm7,%%ymm7,%%ymm7\n\tvxorps %%ymm8,%%ymm8,%%ymm8\n\t"
-      "vxorps %%ymm9,%%ymm9,%%ymm9\n\tvxorps %%ymm10,%%ymm10,%%ymm10\n\tvxorps %%ymm11,%%ymm11,%%ymm11\n\t"
-      "vxorps %%ymm12,%%ymm12,%%ymm12\n\tvxorps %%ymm13,%%ymm13,%%ymm13\n\t"
-      "1:\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm0\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm1\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm2\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm3\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm4\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm5\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm6\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm7\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm8\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm9\n\t"
-      "vfmadd231ps %%ymm12,%%ymm13,%%ymm10\n\tvfmadd231ps %%ymm12,%%ymm13,%%ymm11\n\t"
-      "dec %0\n\tjnz 1b\n\t"
-      "vzeroupper\n\t"
-      : "+r"(iters)
-      :
-      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-        "xmm12", "xmm13", "cc");
-}
-
 }  // namespace gt::gemm::x86
