@@ -202,18 +202,22 @@ void gemm(Isa isa, const float* a, int64_t lda, int64_t m, DType dt, const void*
   // The split never changes a result: every output is computed the same way either way.
   const bool split_cols = (ncols >= m && ncols >= int64_t(nt) * K.nr * 2) || m < int64_t(nt) * K.mr * 2;
   if (nt == 1) return gemm_block(K, a, lda, m, dt, w, ldw, trans, 0, ncols, kr, c, ldc, accumulate);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+  // The parts are taken dynamically, up to 4 a thread: on a shared or loaded host a thread that is
+  // descheduled for a while no longer holds up the others, which would spin at the join
+  // (docs/PERFORMANCE.md, training-step profile). Each part repacks A (column parts) or the whole
+  // weight (row parts), so a part is at least 512 columns or 256 rows: the repacking stays a few
+  // percent of the part's product.
+  const int64_t units = split_cols ? (ncols + K.nr - 1) / K.nr : (m + K.mr - 1) / K.mr;
+  const int64_t min_units = split_cols ? (512 + K.nr - 1) / K.nr : (256 + K.mr - 1) / K.mr;
+  const int64_t parts = std::max<int64_t>(nt, std::min<int64_t>(int64_t(nt) * 4, units / min_units));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+  for (int64_t p = 0; p < parts; ++p) {
+    const int64_t u0 = units * p / parts, u1 = units * (p + 1) / parts;
     if (split_cols) {
-      const int64_t panels = (ncols + K.nr - 1) / K.nr;
-      const int64_t p0 = panels * t / tn, p1 = panels * (t + 1) / tn;
-      const int64_t j0 = p0 * K.nr, j1 = std::min(ncols, p1 * K.nr);
+      const int64_t j0 = u0 * K.nr, j1 = std::min(ncols, u1 * K.nr);
       if (j1 > j0) gemm_block(K, a, lda, m, dt, w, ldw, trans, j0, j1 - j0, kr, c + j0, ldc, accumulate);
     } else {
-      const int64_t blocks = (m + K.mr - 1) / K.mr;
-      const int64_t b0 = blocks * t / tn, b1 = blocks * (t + 1) / tn;
-      const int64_t i0 = b0 * K.mr, i1 = std::min(m, b1 * K.mr);
+      const int64_t i0 = u0 * K.mr, i1 = std::min(m, u1 * K.mr);
       if (i1 > i0) gemm_block(K, a + i0 * lda, lda, i1 - i0, dt, w, ldw, trans, 0, ncols, kr, c + i0 * ldc, ldc, accumulate);
     }
   }
