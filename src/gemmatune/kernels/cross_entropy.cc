@@ -10,10 +10,6 @@
 
 namespace gt {
 
-namespace {
-constexpr int64_t kLossRows = 32;  // logits rows materialised at once: 32 x 262144 floats = 32 MiB
-}  // namespace
-
 void softcap_forward(float* x, int64_t n, float cap) {
   if (!(cap > 0)) return;
   for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] / cap);
@@ -94,8 +90,8 @@ double cross_entropy_chunked(const LmHeadLoss& lm, const float* h, int64_t H, co
     if (targets[i] < 0 || targets[i] >= V) fail("loss: target token ", targets[i], " is outside the vocabulary (", V, ")");
   std::vector<float> x, hx, rs, logits, dx, dhr;
   std::vector<double> ce;
-  for (int64_t r0 = 0; r0 < n; r0 += kLossRows) {
-    const int64_t R = std::min<int64_t>(kLossRows, n - r0);
+  for (int64_t r0 = 0; r0 < n; r0 += kLossChunkRows) {
+    const int64_t R = std::min<int64_t>(kLossChunkRows, n - r0);
     hx.resize(size_t(R * H));
     x.resize(size_t(R * H));
     rs.resize(size_t(R));

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "gemmatune/kernels/cross_entropy.h"
 #include "gemmatune/model/kv_cache.h"
 #include "gemmatune/util/error.h"
 
@@ -52,7 +53,7 @@ MemoryPlan plan_memory(const Model& m, const PlanInput& in) {
   if (in.train) {
     // Saved activations for the backward pass (~ every layer's inputs), and a loss chunk.
     p.activations += size_t(T) * size_t(c.num_layers) * size_t(4 * c.hidden_size + 2 * max_q + 3 * max_i) * 4;
-    p.activations += size_t(T) * 8192 * 4;
+    p.activations += size_t(std::min<int64_t>(T, kLossChunkRows)) * size_t(m.vocab_rows()) * 4;  // the loss's logit chunk
     size_t lora_params = size_t(std::max<int64_t>(in.lora_params, 0));
     if (in.lora_params <= 0)
       for (const auto& l : w.layers)
