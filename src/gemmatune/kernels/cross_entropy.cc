@@ -88,8 +88,10 @@ double cross_entropy_chunked(const LmHeadLoss& lm, const float* h, int64_t H, co
   double sum = 0;
   for (int64_t i = 0; i < n; ++i)
     if (targets[i] < 0 || targets[i] >= V) fail("loss: target token ", targets[i], " is outside the vocabulary (", V, ")");
-  std::vector<float> x, hx, rs, logits, dx, dhr;
-  std::vector<double> ce;
+  // Workspace kept across calls (one per calling thread): the 128 MiB logit chunk is not
+  // allocated, page-faulted and zeroed again at every micro-batch.
+  thread_local std::vector<float> x, hx, rs, logits, dx, dhr;
+  thread_local std::vector<double> ce;
   for (int64_t r0 = 0; r0 < n; r0 += kLossChunkRows) {
     const int64_t R = std::min<int64_t>(kLossChunkRows, n - r0);
     hx.resize(size_t(R * H));
