@@ -102,10 +102,13 @@ double cross_entropy_chunked(const LmHeadLoss& lm, const float* h, int64_t H, co
     logits.resize(size_t(R * V));
     linear(x.data(), R, *lm.head, logits.data());
     // Rows in parallel, their losses added in row order (the same sum for any thread count).
+    // (Plain pointers: inside the parallel region a thread_local name would be the worker's own.)
     ce.assign(size_t(R), 0.0);
+    double* cep = ce.data();
+    float* lg = logits.data();
+    const int32_t* tg = targets + r0;
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < R; ++r)
-      ce[size_t(r)] = ce_row(&logits[size_t(r * V)], V, targets[r0 + r], lm.softcap, denom, dh != nullptr);
+    for (int64_t r = 0; r < R; ++r) cep[r] = ce_row(lg + r * V, V, tg[r], lm.softcap, denom, dh != nullptr);
     for (int64_t r = 0; r < R; ++r) sum += ce[size_t(r)];
     if (!dh) continue;
     dx.resize(size_t(R * H));
