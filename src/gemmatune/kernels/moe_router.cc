@@ -67,4 +67,24 @@ void moe_router_backward(const MoeRouter& r, const float* x, const float* rs, co
   rmsnorm_backward(x, nullptr, dz.data(), rs, dx, T, H, true);
 }
 
+void moe_combine_slots(const int32_t* topk, const float* topw, const float* slots, int64_t T, int64_t K, int64_t H,
+                       float* out) {
+#pragma omp parallel if (T * H > 16384)
+  {
+    std::vector<int64_t> order(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t k = 0; k < K; ++k) order[size_t(k)] = k;
+      std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return topk[t * K + a] < topk[t * K + b]; });
+      float* dst = out + t * H;
+      std::fill(dst, dst + H, 0.0f);
+      for (const int64_t k : order) {
+        const float wgt = topw ? topw[t * K + k] : 1.0f;
+        const float* src = slots + (t * K + k) * H;
+        for (int64_t j = 0; j < H; ++j) dst[j] += wgt * src[j];
+      }
+    }
+  }
+}
+
 }  // namespace gt

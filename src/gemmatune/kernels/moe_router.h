@@ -29,4 +29,10 @@ void moe_router_forward(const MoeRouter& r, const float* x, int64_t T, int64_t H
 void moe_router_backward(const MoeRouter& r, const float* x, const float* rs, const float* probs, const int32_t* topk,
                          const float* dw, const float* dprobs, int64_t T, int64_t H, float* dx);
 
+// The experts' outputs, one row per (token, slot) in `slots` [T·K, H], summed per token:
+// out[t] = Σ_k w[t,k]·slots[t·K + k] (w = null: weight 1), the slots of a token added in ascending
+// expert id (topk [T, K]): the order of a serial loop over the experts, whatever order they ran in.
+void moe_combine_slots(const int32_t* topk, const float* topw, const float* slots, int64_t T, int64_t K, int64_t H,
+                       float* out);
+
 }  // namespace gt

@@ -42,52 +42,68 @@ void Decoder::experts_backward(int64_t li, int64_t T, LayerActs& A, const float*
   std::vector<std::vector<std::pair<int64_t, int64_t>>> routed(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t)
     for (int64_t k = 0; k < K; ++k) routed[size_t(A.topk[size_t(t * K + k)])].push_back({t, k});
-  std::vector<float> xin, gu, act, y, dy, dact, dgu, dxin, t_gu, t_dn;
-  for (int64_t e = 0; e < E; ++e) {
-    const auto& toks = routed[size_t(e)];
-    const int64_t n = int64_t(toks.size());
-    if (n == 0) continue;
-    // Recompute this expert's forward over its tokens.
-    xin.resize(size_t(n * H));
-    for (int64_t r = 0; r < n; ++r) std::memcpy(&xin[size_t(r * H)], &A.x2[size_t(toks[size_t(r)].first * H)], size_t(H) * 4);
-    gu.resize(size_t(n * 2 * Im));
-    act.resize(size_t(n * Im));
-    y.resize(size_t(n * H));
-    linear(xin.data(), n, lw.experts[size_t(e)].gate_up, gu.data());
-    if (lgu) lora_expert_forward(lgu, e, xin.data(), n, gu.data(), sized(t_gu, n * lgu.r), lora_ws_);
-    gelu_gate_forward(gu.data(), 2 * Im, gu.data() + Im, 2 * Im, act.data(), n, Im);
-    linear(act.data(), n, lw.experts[size_t(e)].down, y.data());
-    if (ldn) lora_expert_forward(ldn, e, act.data(), n, y.data(), sized(t_dn, n * ldn.r), lora_ws_);
-    // out[t] += w[t,k]·y  →  dy = w·dmoe[t], dw[t,k] = dmoe[t]·y
-    dy.resize(size_t(n * H));
-    for (int64_t r = 0; r < n; ++r) {
-      const int64_t t = toks[size_t(r)].first, k = toks[size_t(r)].second;
-      const float w = A.topw[size_t(t * K + k)];
-      double d = 0;
-      for (int64_t j = 0; j < H; ++j) {
-        dy[size_t(r * H + j)] = w * dmoe[t * H + j];
-        d += double(dmoe[t * H + j]) * double(y[size_t(r * H + j)]);
+  // Experts in parallel, as in the forward (model/decoder.cc moe_block): each expert's LoRA
+  // gradients are its own slices of gA/gB and dw has a row per slot, so no two experts write the same
+  // float; dx2 gets one row per (token, slot), summed per token in expert order afterwards.
+  std::vector<int64_t> active;
+  for (int64_t e = 0; e < E; ++e)
+    if (!routed[size_t(e)].empty()) active.push_back(e);
+  float* slots = sized(moe_slots_, T * K * H);
+  const ExpertWeights* experts = lw.experts.data();
+  float* gA_gu = lgu ? grad(lgu, false, grads) : nullptr;
+  float* gB_gu = lgu ? grad(lgu, true, grads) : nullptr;
+  float* gA_dn = ldn ? grad(ldn, false, grads) : nullptr;
+  float* gB_dn = ldn ? grad(ldn, true, grads) : nullptr;
+  const float* x2 = A.x2.data();
+  const float* topw = A.topw.data();
+  float* dwp = dw.data();
+#pragma omp parallel
+  {
+    std::vector<float> xin, gu, act, y, dy, dact, dgu, dxin, t_gu, t_dn;
+    LoraScratch ws;
+#pragma omp for schedule(dynamic, 1)
+    for (size_t ai = 0; ai < active.size(); ++ai) {
+      const int64_t e = active[ai];
+      const auto& toks = routed[size_t(e)];
+      const int64_t n = int64_t(toks.size());
+      // Recompute this expert's forward over its tokens.
+      xin.resize(size_t(n * H));
+      for (int64_t r = 0; r < n; ++r) std::memcpy(&xin[size_t(r * H)], x2 + toks[size_t(r)].first * H, size_t(H) * 4);
+      gu.resize(size_t(n * 2 * Im));
+      act.resize(size_t(n * Im));
+      y.resize(size_t(n * H));
+      linear(xin.data(), n, experts[e].gate_up, gu.data());
+      if (lgu) lora_expert_forward(lgu, e, xin.data(), n, gu.data(), sized(t_gu, n * lgu.r), ws);
+      gelu_gate_forward(gu.data(), 2 * Im, gu.data() + Im, 2 * Im, act.data(), n, Im);
+      linear(act.data(), n, experts[e].down, y.data());
+      if (ldn) lora_expert_forward(ldn, e, act.data(), n, y.data(), sized(t_dn, n * ldn.r), ws);
+      // out[t] += w[t,k]·y  →  dy = w·dmoe[t], dw[t,k] = dmoe[t]·y
+      dy.resize(size_t(n * H));
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t t = toks[size_t(r)].first, k = toks[size_t(r)].second;
+        const float w = topw[t * K + k];
+        double d = 0;
+        for (int64_t j = 0; j < H; ++j) {
+          dy[size_t(r * H + j)] = w * dmoe[t * H + j];
+          d += double(dmoe[t * H + j]) * double(y[size_t(r * H + j)]);
+        }
+        dwp[t * K + k] = float(d);
       }
-      dw[size_t(t * K + k)] = float(d);
-    }
-    dact.resize(size_t(n * Im));
-    linear_backward_input(dy.data(), n, lw.experts[size_t(e)].down, dact.data());
-    if (ldn)
-      lora_expert_backward(ldn, e, act.data(), t_dn.data(), dy.data(), n, dact.data(), grad(ldn, false, grads),
-                           grad(ldn, true, grads), lora_ws_);
-    dgu.resize(size_t(n * 2 * Im));
-    gelu_gate_backward(gu.data(), 2 * Im, gu.data() + Im, 2 * Im, dact.data(), dgu.data(), 2 * Im, dgu.data() + Im, 2 * Im,
-                       n, Im);
-    dxin.resize(size_t(n * H));
-    linear_backward_input(dgu.data(), n, lw.experts[size_t(e)].gate_up, dxin.data());
-    if (lgu)
-      lora_expert_backward(lgu, e, xin.data(), t_gu.data(), dgu.data(), n, dxin.data(), grad(lgu, false, grads),
-                           grad(lgu, true, grads), lora_ws_);
-    for (int64_t r = 0; r < n; ++r) {
-      float* d = &dx2[size_t(toks[size_t(r)].first * H)];
-      for (int64_t j = 0; j < H; ++j) d[j] += dxin[size_t(r * H + j)];
+      dact.resize(size_t(n * Im));
+      linear_backward_input(dy.data(), n, experts[e].down, dact.data());
+      if (ldn) lora_expert_backward(ldn, e, act.data(), t_dn.data(), dy.data(), n, dact.data(), gA_dn, gB_dn, ws);
+      dgu.resize(size_t(n * 2 * Im));
+      gelu_gate_backward(gu.data(), 2 * Im, gu.data() + Im, 2 * Im, dact.data(), dgu.data(), 2 * Im, dgu.data() + Im,
+                         2 * Im, n, Im);
+      dxin.resize(size_t(n * H));
+      linear_backward_input(dgu.data(), n, experts[e].gate_up, dxin.data());
+      if (lgu) lora_expert_backward(lgu, e, xin.data(), t_gu.data(), dgu.data(), n, dxin.data(), gA_gu, gB_gu, ws);
+      for (int64_t r = 0; r < n; ++r)
+        std::memcpy(slots + (toks[size_t(r)].first * K + toks[size_t(r)].second) * H, &dxin[size_t(r * H)],
+                    size_t(H) * 4);
     }
   }
+  moe_combine_slots(A.topk.data(), nullptr, slots, T, K, H, dx2.data());
 }
 
 void Decoder::moe_backward(int64_t li, int64_t T, LayerActs& A, const float* dmoe, float* dh_mid,

@@ -205,36 +205,47 @@ void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, float* out) {
       if (!recomputing_) ++expert_counts_[size_t(li)][size_t(e)];
     }
   // Experts: each routed expert runs once over the tokens that chose it (grouped GEMM); its
-  // LoRA, if any, costs only those tokens.
+  // LoRA, if any, costs only those tokens. The experts run in parallel, one thread per expert (its
+  // GEMMs single-threaded inside): an expert sees ~T·K/E tokens, too few to split one GEMM across
+  // threads without the join costing more than the product. Each (token, slot) output lands in its
+  // own row of `slots`; the weighted sum per token then adds them in expert order, as a serial loop
+  // over experts would, so the result does not depend on the thread count or the schedule.
   float* x2 = sized(A.x2, T * H);
   rmsnorm_forward(resid, lw.pre_ff_norm_2.data(), x2, T, H, eps, sized(A.rs_x2, T));
-  std::memset(out, 0, size_t(T * H) * 4);
   const LoraView& lgu = lora(li, Proj::experts_gate_up_proj);
   const LoraView& ldn = lora(li, Proj::experts_down_proj);
-  std::vector<float> xin, gu, act, y;
-  for (int64_t e = 0; e < E; ++e) {
-    const auto& toks = routed[size_t(e)];
-    const int64_t n = int64_t(toks.size());
-    if (n == 0) continue;
-    if (!recomputing_) ++expert_calls_[size_t(li)][size_t(e)];
-    xin.resize(size_t(n * H));
-    for (int64_t r = 0; r < n; ++r) std::memcpy(&xin[size_t(r * H)], x2 + toks[size_t(r)].first * H, size_t(H) * 4);
-    gu.resize(size_t(n * 2 * Im));
-    act.resize(size_t(n * Im));
-    y.resize(size_t(n * H));
-    linear(xin.data(), n, lw.experts[size_t(e)].gate_up, gu.data());
-    if (lgu) lora_expert_forward(lgu, e, xin.data(), n, gu.data(), nullptr, lora_ws_);
-    gelu_gate_forward(gu.data(), 2 * Im, gu.data() + Im, 2 * Im, act.data(), n, Im);
-    linear(act.data(), n, lw.experts[size_t(e)].down, y.data());
-    if (ldn) lora_expert_forward(ldn, e, act.data(), n, y.data(), nullptr, lora_ws_);
-    for (int64_t r = 0; r < n; ++r) {
-      const int64_t t = toks[size_t(r)].first;
-      const float wgt = topw[t * K + toks[size_t(r)].second];
-      float* dst = out + t * H;
-      const float* src = &y[size_t(r * H)];
-      for (int64_t j = 0; j < H; ++j) dst[j] += wgt * src[j];
+  std::vector<int64_t> active;
+  for (int64_t e = 0; e < E; ++e)
+    if (!routed[size_t(e)].empty()) {
+      active.push_back(e);
+      if (!recomputing_) ++expert_calls_[size_t(li)][size_t(e)];
+    }
+  float* slots = sized(moe_slots_, T * K * H);
+  const ExpertWeights* experts = lw.experts.data();
+#pragma omp parallel
+  {
+    std::vector<float> xin, gu, act, y;
+    LoraScratch ws;
+#pragma omp for schedule(dynamic, 1)
+    for (size_t ai = 0; ai < active.size(); ++ai) {
+      const int64_t e = active[ai];
+      const auto& toks = routed[size_t(e)];
+      const int64_t n = int64_t(toks.size());
+      xin.resize(size_t(n * H));
+      for (int64_t r = 0; r < n; ++r) std::memcpy(&xin[size_t(r * H)], x2 + toks[size_t(r)].first * H, size_t(H) * 4);
+      gu.resize(size_t(n * 2 * Im));
+      act.resize(size_t(n * Im));
+      y.resize(size_t(n * H));
+      linear(xin.data(), n, experts[e].gate_up, gu.data());
+      if (lgu) lora_expert_forward(lgu, e, xin.data(), n, gu.data(), nullptr, ws);
+      gelu_gate_forward(gu.data(), 2 * Im, gu.data() + Im, 2 * Im, act.data(), n, Im);
+      linear(act.data(), n, experts[e].down, y.data());
+      if (ldn) lora_expert_forward(ldn, e, act.data(), n, y.data(), nullptr, ws);
+      for (int64_t r = 0; r < n; ++r)
+        std::memcpy(slots + (toks[size_t(r)].first * K + toks[size_t(r)].second) * H, &y[size_t(r * H)], size_t(H) * 4);
     }
   }
+  moe_combine_slots(topk, topw, slots, T, K, H, out);
 }
 
 void Decoder::mlp_block(int64_t li, int64_t T, LayerActs& A, bool train) {

@@ -156,6 +156,7 @@ class Decoder {
   std::vector<int32_t> ids_;
   std::vector<int64_t> pos_;
   std::vector<float> h_, ple_, tmp_, fin_;
+  std::vector<float> moe_slots_;  // MoE: one output row per (token, slot), [T·K, H]
   LayerActs scratch_;
   std::vector<LayerActs> acts_;  // training: one per layer
   std::vector<std::vector<float>> kv_grad_k_, kv_grad_v_;  // backward: dL/dK, dL/dV per K/V-owning layer
