@@ -111,3 +111,16 @@ TEST(VecMath, GeluAndItsGradientMatchDoubleTanhReference) {
     EXPECT_EQ(gelu_tanh_grad(g[size_t(i)]), dg[size_t(i)]) << x;
   }
 }
+
+TEST(VecMath, TanhIsAccurateAcrossTheThresholdAndOddInSign) {
+  for (float v = -20.0f; v <= 20.0f; v += 0.00731f) {
+    const float got = vec::first_lane(vec::tanh8(_mm256_set1_ps(v)));
+    const double exact = std::tanh(double(v));
+    EXPECT_NEAR(got, exact, 6e-8 + 4e-7 * std::fabs(exact)) << v;
+    EXPECT_EQ(vec::first_lane(vec::tanh8(_mm256_set1_ps(-v))), -got) << v;
+  }
+  for (float v : {1e-30f, 1e-6f, 0.01f, 0.0624f, 0.0626f})  // relative accuracy near 0
+    EXPECT_NEAR(vec::first_lane(vec::tanh8(_mm256_set1_ps(v))) / std::tanh(double(v)), 1.0, 6e-7) << v;
+  EXPECT_EQ(vec::first_lane(vec::tanh8(_mm256_set1_ps(0.0f))), 0.0f);
+  EXPECT_EQ(vec::first_lane(vec::tanh8(_mm256_set1_ps(100.0f))), 1.0f);
+}

@@ -12,7 +12,11 @@ namespace gt {
 
 void softcap_forward(float* x, int64_t n, float cap) {
   if (!(cap > 0)) return;
-  for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] / cap);
+  const __m256 c = _mm256_set1_ps(cap), ic = _mm256_set1_ps(1.0f / cap);
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256i m = vec::tail_mask(n - i);
+    _mm256_maskstore_ps(x + i, m, _mm256_mul_ps(c, vec::tanh8(_mm256_mul_ps(_mm256_maskload_ps(x + i, m), ic))));
+  }
 }
 
 namespace {
@@ -22,8 +26,7 @@ namespace {
 // element, the row's max and its sum alone, so the result does not depend on the thread count.
 double ce_row(float* l, int64_t V, int32_t target, float cap, double denom, bool grad) {
   const bool softcap = cap > 0;
-  if (softcap)
-    for (int64_t j = 0; j < V; ++j) l[j] = cap * std::tanh(l[j] / cap);
+  if (softcap) softcap_forward(l, V, cap);
   __m256 vmx = _mm256_set1_ps(-INFINITY);
   for (int64_t j = 0; j < V; j += 8) {
     const __m256i m = vec::tail_mask(V - j);
