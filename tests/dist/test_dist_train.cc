@@ -79,9 +79,11 @@ std::vector<std::string> run_words(bool moe, int64_t steps, int64_t accum) {
   return w;
 }
 
+// The reference runs in this process on one thread, like each rank (OMP_NUM_THREADS=1).
 TrainOptions options_of(const std::vector<std::string>& words) {
   TrainOptions o;
   o.data = {data_file()};
+  o.threads = 1;
   for (const auto& kv : words) {
     const auto eq = kv.find('=');
     o.set(kv.substr(0, eq), kv.substr(eq + 1), "test");
@@ -118,10 +120,10 @@ int run_shell(const std::string& cmd) {
 
 std::string last_log() { return read_file(tmp("last_run.log")); }
 
-std::vector<std::vector<float>> adapter_tensors(const std::string& dir) {
+std::vector<std::pair<std::string, std::vector<float>>> adapter_tensors(const std::string& dir) {
   TensorStore s = TensorStore::open_file(dir + "/adapter_model.safetensors");
-  std::vector<std::vector<float>> all;
-  for (const auto& n : s.names()) all.push_back(s.get(n).to_floats());
+  std::vector<std::pair<std::string, std::vector<float>>> all;
+  for (const auto& n : s.names()) all.push_back({n, s.get(n).to_floats()});
   return all;
 }
 
@@ -134,27 +136,32 @@ std::vector<nlohmann::json> metric_lines(const std::string& run_dir) {
   return v;
 }
 
-// The tolerances of docs/DISTRIBUTED.md ("Equivalence: how close is the same"): per-step loss and
-// gradient norm to 1e-5 relative; each adapter entry to kAbs + kRel·|entry|.
-constexpr double kLossRel = 1e-5, kAbs = 2e-6, kRel = 1e-4;
+// The tolerances derived in docs/DISTRIBUTED.md ("Equivalence: how close is the same"): per-step
+// loss, gradient norm and aux loss to kLossRel relative; the adapter, as a whole, to kMoveRel of
+// how far training moved it (‖θ_N − θ_1‖₂ ≤ kMoveRel·‖B_1‖₂: lora_B starts at zero, so ‖B‖ is the
+// distance travelled); each entry within kEntryLr·(sum of the learning rates) (AdamW moves an entry
+// by at most about lr per step, so this bounds the few ill-conditioned entries).
+constexpr double kLossRel = 1e-5, kMoveRel = 1e-4, kEntryLr = 0.01;
 
-void expect_same_run(const std::string& ref, const std::string& dist, const std::string& what) {
+void expect_same_run(const std::string& ref, const std::string& dist, const std::string& what, double lr_sum) {
   const auto a = adapter_tensors(ref + "/adapter"), b = adapter_tensors(dist + "/adapter");
   ASSERT_EQ(a.size(), b.size()) << what;
-  double worst = 0, moved = 0;
+  double worst = 0, diff2 = 0, moved2 = 0;
   for (size_t t = 0; t < a.size(); ++t) {
-    ASSERT_EQ(a[t].size(), b[t].size()) << what;
-    for (size_t j = 0; j < a[t].size(); ++j) {
-      const double d = std::fabs(double(a[t][j]) - double(b[t][j]));
+    ASSERT_EQ(a[t].first, b[t].first) << what;
+    ASSERT_EQ(a[t].second.size(), b[t].second.size()) << what;
+    const bool is_b = a[t].first.find("lora_B") != std::string::npos;
+    for (size_t j = 0; j < a[t].second.size(); ++j) {
+      const double x = a[t].second[j], d = std::fabs(x - double(b[t].second[j]));
       worst = std::max(worst, d);
-      ASSERT_LE(d, kAbs + kRel * std::fabs(double(a[t][j]))) << what << ": tensor " << t << " entry " << j << ": "
-                                                             << a[t][j] << " vs " << b[t][j];
+      diff2 += d * d;
+      if (is_b) moved2 += x * x;
+      ASSERT_LE(d, kEntryLr * lr_sum) << what << ": " << a[t].first << " entry " << j << ": " << x << " vs " << b[t].second[j];
     }
   }
-  // The comparison means something only if training moved the adapter far more than the tolerance.
-  for (size_t t = 0; t < a.size(); ++t)
-    for (float x : a[t]) moved = std::max(moved, double(std::fabs(x)));
-  EXPECT_GT(moved, 1e3 * kAbs) << what;
+  // The comparison means something only if training moved the adapter.
+  ASSERT_GT(moved2, 0.0) << what;
+  EXPECT_LE(std::sqrt(diff2), kMoveRel * std::sqrt(moved2)) << what;
   const auto la = metric_lines(ref), lb = metric_lines(dist);
   ASSERT_EQ(la.size(), lb.size()) << what;
   for (size_t s = 0; s < la.size(); ++s) {
@@ -173,8 +180,12 @@ void expect_same_run(const std::string& ref, const std::string& dist, const std:
                        lb[s]["routing"]["max_load_over_mean"].get<double>()) << what;
     }
   }
-  std::printf("[%s] largest adapter difference %.3g (largest entry %.3g)\n", what.c_str(), worst, moved);
+  std::printf("[%s] adapter difference: largest entry %.3g, norm %.3g of the distance travelled %.3g (ratio %.2g)\n",
+              what.c_str(), worst, std::sqrt(diff2), std::sqrt(moved2), std::sqrt(diff2 / moved2));
 }
+
+// Sum of the learning rates of the runs' steps (lr 1e-2, one warmup step, cosine to 0).
+constexpr double kLrSum3 = 1e-2 * (1 + 1 + 0.5), kLrSum4 = 1e-2 * (1 + 1 + 0.75 + 0.25);
 
 void equivalence(bool moe) {
   const std::string& model = moe ? moe_model() : dense_model();
@@ -194,7 +205,7 @@ void equivalence(bool moe) {
       ASSERT_FALSE(lines.empty());
       EXPECT_EQ(lines[0]["ranks"], np);
     }
-    expect_same_run(ref, out, tag + " np=" + std::to_string(np));
+    expect_same_run(ref, out, tag + " np=" + std::to_string(np), kLrSum3);
   }
 }
 
@@ -226,7 +237,7 @@ TEST(DistTrain, ResumeOnAnotherRankCountContinuesTheGlobalBatches) {
   EXPECT_NE(st.dump().find("\"ranks\":2"), std::string::npos) << st.dump();
   ASSERT_EQ(run_shell(mpirun_train(3, dense_model(), out, run_words(false, 4, 2), "") + " --resume"), 0) << last_log();
   EXPECT_NE(last_log().find("resumed from"), std::string::npos) << last_log();
-  expect_same_run(ref, out, "2 ranks then 3 ranks");
+  expect_same_run(ref, out, "2 ranks then 3 ranks", kLrSum4);
 }
 
 namespace {
