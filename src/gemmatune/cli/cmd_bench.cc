@@ -118,7 +118,7 @@ int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, i
       for (size_t k : layer_tensors[size_t(l)]) reducer->ready(k);
     };
   }
-  std::vector<double> gemmv, gemmv_bf16, step_s, alone_s, exposed_s;
+  std::vector<double> gemmv, gemmv_bf16, step_s, alone_s, exposed_s, skew_s;
   for (int64_t r = 0; r < rounds; ++r) {
     gemmv.push_back(perf::measure_sgemm_gflops(threads, 512, 2048, 2048, 0.5));
     gemmv_bf16.push_back(perf::measure_onednn_bf16_gflops(threads, 512, 2048, 2048, 0.5));
@@ -133,9 +133,13 @@ int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, i
     if (reducer) {
       comm.barrier();
       alone = reducer->reduce_all();
-      double v[3] = {st, exposed, alone};  // means over the ranks
-      comm.allreduce_sum(v, 3);
-      st = v[0] / comm.size(), exposed = v[1] / comm.size(), alone = v[2] / comm.size();
+      // The step is the slowest rank's; the communication it exposes is what the *last* rank to
+      // finish its backward still waits for (the others also wait for it: skew, not communication).
+      double mx[2] = {st, alone}, mn[1] = {exposed};
+      comm.allreduce_max(mx, 2);
+      comm.allreduce_min(mn, 1);
+      skew_s.push_back(exposed - mn[0]);
+      st = mx[0], alone = mx[1], exposed = mn[0];
     }
     step_s.push_back(st);
     exposed_s.push_back(exposed);
@@ -143,7 +147,8 @@ int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, i
     if (root)
       std::fprintf(stderr, "[bench] round %lld: oneDNN f32 %.0f / bf16 %.0f GFLOP/s, step %.2fs (%.1f tokens/s)%s\n", (long long)r + 1,
                    gemmv.back(), gemmv_bf16.back(), step_s.back(), double(tokens) * comm.size() / step_s.back(),
-                   reducer ? str(", allreduce alone ", alone * 1e3, " ms, exposed ", exposed * 1e3, " ms").c_str() : "");
+                   reducer ? str(", allreduce alone ", alone * 1e3, " ms, exposed ", exposed * 1e3, " ms; rank 0 waited ",
+                                     (skew_s.back() + exposed) * 1e3, " ms").c_str() : "");
   }
   const double gemm_f32 = median(gemmv), gemm_b16 = median(gemmv_bf16), gemm_m = std::max(gemm_f32, gemm_b16);
   const double step_m = median(step_s), gflops = flops / step_m / 1e9;
@@ -161,7 +166,8 @@ int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, i
                                          {"gradient_bytes", ad.num_parameters() * 4}, {"buckets", reducer ? reducer->buckets() : 0},
                                          {"allreduce_seconds", alone_m}, {"allreduce_exposed_seconds", exposed_m},
                                          {"allreduce_hidden_seconds", std::max(0.0, alone_m - exposed_m)},
-                                         {"exposed_fraction_of_step", exposed_m / step_m}}},
+                                         {"exposed_fraction_of_step", exposed_m / step_m},
+                                         {"rank0_wait_for_slower_ranks_seconds", median(skew_s)}}},
                       {"machine", {{"sgemm_f32_gflops", gemm_f32}, {"onednn_bf16_gflops", gemm_b16}, {"best_onednn_gflops", gemm_m}}},
                       {"kernels", {{"f32", gemm::isa_name(ksel.f32)}, {"bf16_weights", gemm::isa_name(ksel.bf16)}, {"why", ksel.why}}},
                       {"memory", {{"peak_rss_bytes", peak_rss_bytes()}}}};

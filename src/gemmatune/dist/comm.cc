@@ -165,6 +165,22 @@ void Comm::allreduce_sum(float* data, size_t n) { sum_in_place(mpi_ && size_ > 1
 void Comm::allreduce_sum(double* data, size_t n) { sum_in_place(mpi_ && size_ > 1, data, n, 1); }
 void Comm::allreduce_sum(int64_t* data, size_t n) { sum_in_place(mpi_ && size_ > 1, data, n, 2); }
 
+void Comm::allreduce_min(double* data, size_t n) {
+#ifdef GEMMATUNE_MPI
+  if (mpi_ && size_ > 1) check(MPI_Allreduce(MPI_IN_PLACE, data, int(n), MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD), "allreduce (min)");
+#else
+  (void)data, (void)n;
+#endif
+}
+
+void Comm::allreduce_max(double* data, size_t n) {
+#ifdef GEMMATUNE_MPI
+  if (mpi_ && size_ > 1) check(MPI_Allreduce(MPI_IN_PLACE, data, int(n), MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "allreduce (max)");
+#else
+  (void)data, (void)n;
+#endif
+}
+
 void Comm::broadcast(void* data, size_t bytes, int root) {
 #ifdef GEMMATUNE_MPI
   if (!mpi_ || size_ == 1) return;

@@ -26,6 +26,9 @@ class Comm {
   void allreduce_sum(float* data, size_t n);
   void allreduce_sum(double* data, size_t n);
   void allreduce_sum(int64_t* data, size_t n);
+  // Element-wise minimum and maximum over the ranks, in place.
+  void allreduce_min(double* data, size_t n);
+  void allreduce_max(double* data, size_t n);
   void broadcast(void* data, size_t bytes, int root = 0);
   void barrier();
   // True on every rank when all ranks passed the same value (e.g. an adapter checksum).
