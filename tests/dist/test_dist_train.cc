@@ -3,8 +3,9 @@
 // same global batch) up to the reordering of float sums (bounds derived in docs/DISTRIBUTED.md),
 // on a dense and an MoE model with the load-balance loss on; a run resumed with another rank count
 // continues the same global batches; a rank killed with kill -9 mid-run ends the whole job,
-// non-zero, within a bounded time, and the last checkpoint resumes. Each run is a few seconds
-// (tiny models, OMP_NUM_THREADS=1). Without MPI in the build, or without mpirun, the tests skip.
+// non-zero, within a bounded time, and the last checkpoint resumes; replicas that disagree stop the
+// run. Each run is a few seconds (tiny models, OMP_NUM_THREADS=1). Without MPI in the build, or
+// without mpirun, the tests skip.
 #include <gtest/gtest.h>
 #include <dirent.h>
 #include <signal.h>
@@ -334,4 +335,22 @@ TEST(DistTrain, KilledRankEndsTheJobAndTheRunResumes) {
     std::snprintf(b, sizeof b, "step-%08lld", (long long)(at + 2));
     return std::string(b);
   }());
+}
+
+// Replicas that disagree are caught, loudly: rank 1 started with another seed (so another LoRA
+// initialisation; MPMD launch) fails the adapter checksum at the start, and the job ends non-zero.
+TEST(DistTrain, DifferingReplicasStopTheRun) {
+  SKIP_WITHOUT_MPI();
+  const std::string out = tmp("diverge");
+  std::system(("rm -rf " + quote(out)).c_str());
+  auto words = run_words(false, 3, 1);
+  std::string rank0 = mpirun_train(1, dense_model(), out, words);
+  words.push_back("seed=4");  // the later seed= wins
+  std::string rank1 = quote(GEMMATUNE_BINARY) + " train --model " + quote(dense_model()) + " --out " + quote(out) +
+                      " --data " + quote(data_file());
+  for (const auto& w : words) rank1 += " " + w;
+  const int rc = run_shell(rank0 + " : -np 1 -x OMP_NUM_THREADS=1 " + rank1);
+  EXPECT_NE(rc, 0) << last_log();
+  EXPECT_NE(last_log().find("adapters differ at the start"), std::string::npos) << last_log();
+  EXPECT_FALSE(file_exists(out + "/adapter/adapter_model.safetensors"));
 }
