@@ -2,6 +2,7 @@
 // buckets cover every tensor once. The multi-rank behaviour is tests/dist_mpi.cc under mpirun.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -39,6 +40,25 @@ TEST(Dist, ReducerBucketsCoverEveryTensorOnceAndCheckReadiness) {
   r.ready(1);
   EXPECT_THROW(r.ready(1), Error);  // twice in one step
   EXPECT_THROW(r.ready(9), Error);  // no such tensor
+}
+
+TEST(Dist, ChecksumSeesEveryBitAndTheSplitIntoTensors) {
+  std::vector<float> a = {1.0f, -2.5f, 3.25f}, b = {0.0f};
+  const uint64_t h = dist::checksum({&a, &b});
+  EXPECT_EQ(h, dist::checksum({&a, &b}));
+  std::vector<float> a2 = a;
+  a2[1] = std::nextafter(a2[1], 0.0f);  // one ulp
+  EXPECT_NE(h, dist::checksum({&a2, &b}));
+  std::vector<float> neg0 = {-0.0f};
+  EXPECT_NE(h, dist::checksum({&a, &neg0}));  // bits, not values
+  std::vector<float> joined = {1.0f, -2.5f, 3.25f, 0.0f}, none;
+  EXPECT_NE(h, dist::checksum({&joined, &none}));
+}
+
+TEST(Dist, SingleProcessLeavesThreadsToOpenMP) {
+  // Only a rank of a distributed run picks its own thread count.
+  EXPECT_EQ(dist::default_threads(dist::Comm::world()), 0);
+  EXPECT_EQ(dist::Comm::world().local_size(), 1);
 }
 
 }  // namespace

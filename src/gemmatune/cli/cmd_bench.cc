@@ -13,6 +13,7 @@
 #include "gemmatune/cli/args.h"
 #include "gemmatune/cli/commands.h"
 #include "gemmatune/cli/common.h"
+#include "gemmatune/dist/comm.h"
 #include "gemmatune/kernels/gemm.h"
 #include "gemmatune/kernels/linear.h"
 #include "gemmatune/lora/adapter.h"
@@ -66,6 +67,10 @@ double kv_bytes(const Model& m, int64_t pos) {
 // LoRA training steps (forward + backward, every token scored) interleaved with the f32 GEMM probe.
 // Useful FLOPs per token: forward 2N + activation gradients 2N (N: multiply-adds through the frozen
 // projections and the LM head) + attention (2A forward, 4A backward; A: QKᵀ and PV multiply-adds).
+// Under mpirun every rank runs its own batch and the LoRA gradients are summed across ranks as the
+// trainer does (buckets started during the backward); reported per step: the allreduce alone (the
+// same buckets reduced after a barrier, nothing to hide behind) and the part of it still exposed
+// after the backward (the reducer's final wait): hidden = alone - exposed.
 int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, int64_t plen, int64_t rounds, int64_t rank,
                 double dropout, bool checkpointing, int threads, bool as_json, const std::string& dir) {
   LoraConfig lc = default_lora_config(m);
@@ -87,26 +92,68 @@ int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, i
   double attn = 0;
   for (int64_t t = 0; t < plen; ++t) attn += attention_macs(m, t);
   const double flops = double(seqs.size()) * (4.0 * macs * double(plen) + 6.0 * attn);
-  std::fprintf(stderr, "[bench] training: LoRA r=%lld dropout %g on %zu modules (%lld parameters), %zu x %lld tokens, %s, %lld rounds\n",
+  dist::Comm& comm = dist::Comm::world();
+  const bool root = comm.rank() == 0;
+  if (root)
+    std::fprintf(stderr, "[bench] training: LoRA r=%lld dropout %g on %zu modules (%lld parameters), %zu x %lld tokens, %s, %lld rounds\n",
                (long long)rank, dropout, ad.modules.size(), (long long)ad.num_parameters(), seqs.size(), (long long)plen,
                checkpointing ? "gradient checkpointing" : "no checkpointing", (long long)rounds);
   std::vector<std::vector<float>> grads;
   TrainExtras extras;  // LoRA dropout when lc.dropout > 0
   dec.forward_backward(chunks, mask, grads, 0, checkpointing, &extras);  // warm-up: workspaces reach their size
-  std::vector<double> gemmv, gemmv_bf16, step_s;
+  // Data parallel: the trainer's reducer, tensors registered last layer first.
+  std::unique_ptr<dist::GradientReducer> reducer;
+  std::vector<std::vector<size_t>> layer_tensors(size_t(m.config().num_layers));
+  if (comm.distributed()) {
+    std::vector<std::pair<float*, size_t>> t;
+    for (int64_t l = m.config().num_layers - 1; l >= 0; --l)
+      for (size_t i = 0; i < ad.modules.size(); ++i)
+        if (ad.modules[i].layer == l)
+          for (size_t k : {2 * i, 2 * i + 1}) {
+            layer_tensors[size_t(l)].push_back(t.size());
+            t.push_back({grads[k].data(), grads[k].size()});
+          }
+    reducer = std::make_unique<dist::GradientReducer>(comm, std::move(t));
+    extras.layer_grads_done = [&](int64_t l) {
+      for (size_t k : layer_tensors[size_t(l)]) reducer->ready(k);
+    };
+  }
+  std::vector<double> gemmv, gemmv_bf16, step_s, alone_s, exposed_s, skew_s;
   for (int64_t r = 0; r < rounds; ++r) {
     gemmv.push_back(perf::measure_sgemm_gflops(threads, 512, 2048, 2048, 0.5));
     gemmv_bf16.push_back(perf::measure_onednn_bf16_gflops(threads, 512, 2048, 2048, 0.5));
     for (auto& g : grads) std::fill(g.begin(), g.end(), 0.0f);
+    comm.barrier();
     const double t0 = perf::now_seconds();
     extras.dropout_seed = uint64_t(r + 1);
     dec.forward_backward(chunks, mask, grads, 0, checkpointing, &extras);
-    step_s.push_back(perf::now_seconds() - t0);
-    std::fprintf(stderr, "[bench] round %lld: oneDNN f32 %.0f / bf16 %.0f GFLOP/s, step %.2fs (%.1f tokens/s)\n", (long long)r + 1,
-                 gemmv.back(), gemmv_bf16.back(), step_s.back(), double(tokens) / step_s.back());
+    double exposed = reducer ? reducer->finish() : 0.0;
+    double st = perf::now_seconds() - t0;
+    double alone = 0;
+    if (reducer) {
+      comm.barrier();
+      alone = reducer->reduce_all();
+      // The step is the slowest rank's; the communication it exposes is what the *last* rank to
+      // finish its backward still waits for (the others also wait for it: skew, not communication).
+      double mx[2] = {st, alone}, mn[1] = {exposed};
+      comm.allreduce_max(mx, 2);
+      comm.allreduce_min(mn, 1);
+      skew_s.push_back(exposed - mn[0]);
+      st = mx[0], alone = mx[1], exposed = mn[0];
+    }
+    step_s.push_back(st);
+    exposed_s.push_back(exposed);
+    alone_s.push_back(alone);
+    if (root)
+      std::fprintf(stderr, "[bench] round %lld: oneDNN f32 %.0f / bf16 %.0f GFLOP/s, step %.2fs (%.1f tokens/s)%s\n", (long long)r + 1,
+                   gemmv.back(), gemmv_bf16.back(), step_s.back(), double(tokens) * comm.size() / step_s.back(),
+                   reducer ? str(", allreduce alone ", alone * 1e3, " ms, exposed ", exposed * 1e3, " ms; rank 0 waited ",
+                                     (skew_s.back() + exposed) * 1e3, " ms").c_str() : "");
   }
   const double gemm_f32 = median(gemmv), gemm_b16 = median(gemmv_bf16), gemm_m = std::max(gemm_f32, gemm_b16);
   const double step_m = median(step_s), gflops = flops / step_m / 1e9;
+  const double alone_m = median(alone_s), exposed_m = median(exposed_s);
+  if (!root) return 0;
   const gemm::Selection& ksel = gemm::selection();
   nlohmann::json j = {{"model", dir},
                       {"threads", threads},
@@ -115,6 +162,12 @@ int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, i
                                  {"step_seconds", step_m}, {"tokens_per_s", double(tokens) / step_m},
                                  {"useful_gflop_per_token", flops / double(tokens) / 1e9}, {"gflops", gflops},
                                  {"mfu_vs_sgemm", gflops / gemm_f32}, {"mfu_vs_best_onednn", gflops / gemm_m}}},
+                      {"data_parallel", {{"ranks", comm.size()}, {"global_tokens_per_s", double(tokens) * comm.size() / step_m},
+                                         {"gradient_bytes", ad.num_parameters() * 4}, {"buckets", reducer ? reducer->buckets() : 0},
+                                         {"allreduce_seconds", alone_m}, {"allreduce_exposed_seconds", exposed_m},
+                                         {"allreduce_hidden_seconds", std::max(0.0, alone_m - exposed_m)},
+                                         {"exposed_fraction_of_step", exposed_m / step_m},
+                                         {"rank0_wait_for_slower_ranks_seconds", median(skew_s)}}},
                       {"machine", {{"sgemm_f32_gflops", gemm_f32}, {"onednn_bf16_gflops", gemm_b16}, {"best_onednn_gflops", gemm_m}}},
                       {"kernels", {{"f32", gemm::isa_name(ksel.f32)}, {"bf16_weights", gemm::isa_name(ksel.bf16)}, {"why", ksel.why}}},
                       {"memory", {{"peak_rss_bytes", peak_rss_bytes()}}}};
@@ -129,6 +182,11 @@ int bench_train(const Model& m, const std::vector<std::vector<int32_t>>& seqs, i
                 double(tokens) / step_m, flops / double(tokens) / 1e9, gflops, 100 * gflops / gemm_m, 100 * gflops / gemm_f32);
     std::printf("memory   weights %.2f GB (mapped), peak RSS %.2f GB\n", double(m.weight_bytes()) / 1e9,
                 double(peak_rss_bytes()) / 1e9);
+    if (comm.distributed())
+      std::printf("ranks    %d x %d threads: %.1f tokens/s in all; allreduce of %.1f MB of gradients %.1f ms/step alone, "
+                  "%.1f ms exposed after the backward (%.2f%% of the step), %.1f ms hidden\n",
+                  comm.size(), threads, double(tokens) * comm.size() / step_m, double(ad.num_parameters()) * 4 / 1e6,
+                  alone_m * 1e3, exposed_m * 1e3, 100 * exposed_m / step_m, std::max(0.0, alone_m - exposed_m) * 1e3);
   }
   return 0;
 }
@@ -300,6 +358,7 @@ int run(int argc, char** argv) {
   const double dropout = a.real("lora-dropout", 0.0, "--train: LoRA dropout probability");
   int threads = threads_option(a);
   if (a.finish()) return 0;
+  if (threads <= 0) threads = dist::default_threads(dist::Comm::world());  // under mpirun: no oversubscription
   apply_threads(threads);
   if (threads <= 0) threads = omp_get_max_threads();
   if (plen <= 0 || gen <= 0 || batch <= 0 || rounds <= 0) fail("bench: --prompt-len, --gen, --batch and --rounds must be positive");
@@ -307,7 +366,7 @@ int run(int argc, char** argv) {
   Model m = Model::load(dir);
   Decoder dec(m);
   const int64_t V = m.vocab_rows(), H = m.config().hidden_size;
-  std::mt19937 rng(1);
+  std::mt19937 rng(1 + unsigned(dist::Comm::world().rank()));  // under mpirun: each rank its own batch
   std::uniform_int_distribution<int32_t> tokd(3, int32_t(std::min<int64_t>(m.config().vocab_size, 200000) - 1));
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(batch));
   for (auto& p : prompts) {

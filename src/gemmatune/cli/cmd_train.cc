@@ -3,6 +3,7 @@
 
 #include "gemmatune/cli/args.h"
 #include "gemmatune/cli/commands.h"
+#include "gemmatune/dist/comm.h"
 #include "gemmatune/train/options.h"
 #include "gemmatune/train/trainer.h"
 #include "gemmatune/util/error.h"
@@ -34,8 +35,21 @@ int run(int argc, char** argv) {
   if (!data.empty()) o.set("data", data, "--data");
   if (!threads.empty()) o.set("threads", threads, "--threads");
   if (resume) o.resume = true;
-  TrainSummary s = train(model, out, o);
-  return s.steps > 0 ? 0 : 1;
+  dist::Comm& comm = dist::Comm::world();
+  if (!comm.distributed()) {
+    TrainSummary s = train(model, out, o);
+    return s.steps > 0 ? 0 : 1;
+  }
+  // Under mpirun an error on one rank must end them all (the others would wait in the next
+  // collective): report it, naming the rank, and abort the job.
+  try {
+    TrainSummary s = train(model, out, o);
+    if (s.steps > 0) return 0;
+    std::fprintf(stderr, "error: rank %d: no training step was run\n", comm.rank());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: rank %d of %d: %s\n", comm.rank(), comm.size(), e.what());
+  }
+  comm.abort(1);
 }
 Command reg("train", "LoRA fine-tuning (SFT) with checkpoints, resume and PEFT adapters", run);
 }  // namespace

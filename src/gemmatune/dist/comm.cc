@@ -1,5 +1,6 @@
 #include "gemmatune/dist/comm.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,6 +59,17 @@ Comm::Request::~Request() {
     }
   }
 }
+bool Comm::Request::test() {
+  if (!h_) return true;
+#ifdef GEMMATUNE_MPI
+  int flag = 0;
+  check(MPI_Test(&h_->r, &flag, MPI_STATUS_IGNORE), "test (allreduce)");
+  return flag != 0;
+#else
+  return true;
+#endif
+}
+
 void Comm::Request::wait() {
   if (!h_) return;
 #ifdef GEMMATUNE_MPI
@@ -89,6 +101,11 @@ Comm::Comm() {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  MPI_Comm local;
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local) == MPI_SUCCESS) {
+    MPI_Comm_size(local, &local_size_);
+    MPI_Comm_free(&local);
+  }
   mpi_ = true;
 #endif
 }
@@ -148,6 +165,22 @@ void Comm::allreduce_sum(float* data, size_t n) { sum_in_place(mpi_ && size_ > 1
 void Comm::allreduce_sum(double* data, size_t n) { sum_in_place(mpi_ && size_ > 1, data, n, 1); }
 void Comm::allreduce_sum(int64_t* data, size_t n) { sum_in_place(mpi_ && size_ > 1, data, n, 2); }
 
+void Comm::allreduce_min(double* data, size_t n) {
+#ifdef GEMMATUNE_MPI
+  if (mpi_ && size_ > 1) check(MPI_Allreduce(MPI_IN_PLACE, data, int(n), MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD), "allreduce (min)");
+#else
+  (void)data, (void)n;
+#endif
+}
+
+void Comm::allreduce_max(double* data, size_t n) {
+#ifdef GEMMATUNE_MPI
+  if (mpi_ && size_ > 1) check(MPI_Allreduce(MPI_IN_PLACE, data, int(n), MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "allreduce (max)");
+#else
+  (void)data, (void)n;
+#endif
+}
+
 void Comm::broadcast(void* data, size_t bytes, int root) {
 #ifdef GEMMATUNE_MPI
   if (!mpi_ || size_ == 1) return;
@@ -177,6 +210,40 @@ bool Comm::all_equal(uint64_t value) {
   (void)value;
   return true;
 #endif
+}
+
+void Comm::abort(int code) {
+#ifdef GEMMATUNE_MPI
+  if (mpi_ && size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+  std::fflush(nullptr);
+  std::_Exit(code);
+}
+
+int default_threads(const Comm& comm) {
+  if (!comm.distributed() || std::getenv("OMP_NUM_THREADS")) return 0;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const long online = ::sysconf(_SC_NPROCESSORS_ONLN);
+  int mine = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : int(online);
+  // Bound to a subset of the cores (mpirun --bind-to core, --map-by ...:PE=n): that subset is this
+  // rank's. Unbound (or bound to the whole machine): share the machine among its ranks.
+  if (mine >= online) mine = int(online) / std::max(1, comm.local_size());
+  return std::max(1, mine);
+}
+
+uint64_t checksum(const std::vector<const std::vector<float>*>& tensors) {
+  uint64_t h = 0x9E3779B97F4A7C15ull;
+  for (const auto* t : tensors) {
+    h ^= t->size() + 0x632BE59BD9B4E019ull + (h << 6) + (h >> 2);
+    for (float x : *t) {
+      uint32_t b;
+      std::memcpy(&b, &x, 4);
+      h = (h ^ b) * 0x100000001B3ull;
+      h ^= h >> 29;
+    }
+  }
+  return h;
 }
 
 Comm::Request Comm::iallreduce_sum(float* data, size_t n) {
@@ -233,7 +300,23 @@ void GradientReducer::ready(size_t i) {
   if (is_ready_[i]) fail("GradientReducer: tensor ", i, " marked ready twice in one step");
   is_ready_[i] = 1;
   Bucket& b = buckets_[bucket_of_[i]];
-  if (--b.pending == 0 && comm_.distributed()) launch(b);
+  if (!comm_.distributed()) return;
+  if (--b.pending == 0) launch(b);
+  // MPI moves non-blocking collectives on only inside MPI calls: give the ones in flight a push.
+  for (Bucket& o : buckets_)
+    if (o.launched) o.req.test();
+}
+
+double GradientReducer::reduce_all() {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (Bucket& b : buckets_) {
+    if (comm_.distributed()) {
+      launch(b);
+      b.req.wait();
+    }
+  }
+  finish();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 double GradientReducer::finish() {

@@ -18,16 +18,24 @@ class Comm {
   int rank() const { return rank_; }
   int size() const { return size_; }
   bool distributed() const { return size_ > 1; }
+  // Ranks of this run on this machine (MPI_COMM_TYPE_SHARED); 1 without MPI.
+  int local_size() const { return local_size_; }
   // "MPI (Open MPI 4.1.4), rank 1 of 3 on host" or "single process (built without MPI)".
   std::string describe() const;
 
   void allreduce_sum(float* data, size_t n);
   void allreduce_sum(double* data, size_t n);
   void allreduce_sum(int64_t* data, size_t n);
+  // Element-wise minimum and maximum over the ranks, in place.
+  void allreduce_min(double* data, size_t n);
+  void allreduce_max(double* data, size_t n);
   void broadcast(void* data, size_t bytes, int root = 0);
   void barrier();
   // True on every rank when all ranks passed the same value (e.g. an adapter checksum).
   bool all_equal(uint64_t value);
+  // Ends every rank of the run now (MPI_Abort), e.g. after an error on this one: a plain exit would
+  // leave the others waiting in a collective. Without MPI: std::exit(code).
+  [[noreturn]] void abort(int code);
 
   // Non-blocking sum in place; wait() completes it. A no-op request on a single process.
   class Request {
@@ -37,6 +45,8 @@ class Comm {
     Request& operator=(Request&&) noexcept;
     ~Request();
     void wait();
+    // Drives the transfer on (MPI makes progress only inside MPI calls); true once complete.
+    bool test();
     bool active() const { return h_ != nullptr; }
 
    private:
@@ -48,9 +58,17 @@ class Comm {
 
  private:
   Comm();
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, local_size_ = 1;
   bool mpi_ = false;
 };
+
+// Worker threads for one rank when none were asked for: the CPUs this process may run on, shared
+// among the ranks of this machine that share them, so ranks × threads never oversubscribes the
+// cores. 0 = leave OpenMP's default (OMP_NUM_THREADS is set, or a single process).
+int default_threads(const Comm& comm);
+
+// A 64-bit checksum of float tensors (their bits), for cross-rank agreement checks.
+uint64_t checksum(const std::vector<const std::vector<float>*>& tensors);
 
 // Sums gradients across ranks in buckets that start as soon as their tensors are final, so the
 // reduction overlaps the rest of the backward pass (as PyTorch DDP does). Tensors are registered in
@@ -64,6 +82,9 @@ class GradientReducer {
   // Waits for every bucket (launching any not yet launched); returns the seconds spent waiting here,
   // the part of the communication the backward did not hide.
   double finish();
+  // Marks every tensor ready and finishes: the whole reduction after the backward, nothing hidden
+  // (the baseline bench --train compares against). Returns the seconds it took.
+  double reduce_all();
   size_t buckets() const { return buckets_.size(); }
 
  private:

@@ -329,6 +329,7 @@ Decoder::LossResult Decoder::forward_backward(const std::vector<SeqChunk>& chunk
       recomputing_ = false;
     }
     layer_backward(li, chunks, T, A, dh.data(), grads);
+    if (extras && extras->layer_grads_done) extras->layer_grads_done(li);
     if (checkpointing && !m_.specs()[size_t(li)].kv_publish) {
       LayerActs keep;
       keep.h_in.swap(A.h_in);

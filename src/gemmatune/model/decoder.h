@@ -7,6 +7,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "gemmatune/kernels/lora_linear.h"
@@ -43,6 +44,9 @@ struct TrainExtras {
   // Chunks per batch row, in order (a packed row is several chunks but one row of the loss);
   // empty: every chunk is a row.
   std::vector<int64_t> row_chunks;
+  // Called during the backward pass once layer `layer`'s adapter gradients are final for this call
+  // (layers finish last-first); data-parallel training starts their allreduce there.
+  std::function<void(int64_t layer)> layer_grads_done;
 };
 
 // What one layer's forward leaves for its backward (all [T, ...] row-major, f32).

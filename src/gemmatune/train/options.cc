@@ -140,7 +140,8 @@ const std::vector<Binding>& bindings() {
       GT_INT(keep_last, "checkpoints to keep"),
       GT_BOOL(grad_checkpointing, "recompute each layer in the backward pass (less memory)"),
       GT_BOOL(resume, "continue from the latest checkpoint in the output folder"),
-      GT_INT(threads, "worker threads (0 = all cores)"),
+      GT_INT(threads, "worker threads per process (0 = all cores; under mpirun: the cores of this machine / its ranks)"),
+      GT_INT(dist_check_every, "under mpirun: steps between checks that every rank holds the same adapter (0 = never)"),
       GT_INT(stop_after, "stop after this many steps of this run, with a checkpoint (0 = off)"),
   };
   return b;

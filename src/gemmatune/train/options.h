@@ -58,6 +58,7 @@ struct TrainOptions {
   bool grad_checkpointing = false;
   bool resume = false;
   int64_t threads = 0;
+  int64_t dist_check_every = 10;   // data-parallel runs: steps between cross-rank adapter checksums (0 = never)
   int64_t stop_after = 0;           // stop (with a checkpoint) after this many steps of this run; for tests and time-boxed runs
 
   // Names, defaults and help for --help and config validation.

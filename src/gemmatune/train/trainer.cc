@@ -15,6 +15,7 @@
 #include "gemmatune/data/chat_template/chat_template.h"
 #include "gemmatune/data/packing.h"
 #include "gemmatune/data/sft.h"
+#include "gemmatune/dist/comm.h"
 #include "gemmatune/data/tokenizer.h"
 #include "gemmatune/lora/adapter.h"
 #include "gemmatune/model/decoder.h"
@@ -199,19 +200,23 @@ nlohmann::json routing_stats(const std::vector<std::vector<int64_t>>& counts) {
           {"per_layer_max_load_over_mean", per_layer}};
 }
 
-double evaluate(Decoder& dec, SftDataset& set, const LoaderOptions& lo) {
+// Mean loss over the eval set, sharded: batch i is rank (i mod ranks)'s; sums reduced across ranks.
+double evaluate(Decoder& dec, SftDataset& set, const LoaderOptions& lo, dist::Comm& comm) {
   BatchLoader loader(set, lo);
   Batch b;
   double sum = 0;
   int64_t n = 0;
   std::vector<SeqChunk> chunks;
   std::vector<uint8_t> mask;
-  while (loader.next(b)) {
+  for (int64_t i = 0; loader.next(b); ++i) {
+    if (i % comm.size() != comm.rank()) continue;
     row_chunks(b.rows, chunks, mask);
     auto r = dec.loss(chunks, mask);
     sum += r.sum;
     n += r.tokens;
   }
+  comm.allreduce_sum(&sum, 1);
+  comm.allreduce_sum(&n, 1);
   return n > 0 ? sum / double(n) : 0.0;
 }
 
@@ -294,7 +299,8 @@ class Trainer {
  private:
   struct StepResult {
     double loss = 0, aux = 0, gnorm = 0, lr = 0, seconds = 0;
-    int64_t trained = 0, tokens = 0;
+    double comm_wait = 0;  // data-parallel: seconds waiting for the gradient allreduce after the backward
+    int64_t trained = 0, tokens = 0;  // of the global batch (every rank's share)
   };
   void setup_data();
   void resume();
@@ -306,9 +312,17 @@ class Trainer {
   void maybe_evaluate();
   void checkpoint();
   void finish(TrainSummary& sum);
+  void setup_reducer();
+  void check_agreement(const char* when);
+  void broadcast_checkpoint();
+  bool root() const { return comm_.rank() == 0; }
+  int64_t micro_per_step() const { return o_.grad_accum * comm_.size(); }
 
   const std::string model_dir_, out_dir_;
   const TrainOptions& o_;
+  dist::Comm& comm_ = dist::Comm::world();
+  std::unique_ptr<dist::GradientReducer> reducer_;
+  std::vector<std::vector<size_t>> layer_tensors_;  // reducer tensor indices of each layer's adapter gradients
   Model model_;
   bool moe_ = false;
   RunSettings rs_;
@@ -344,12 +358,20 @@ Trainer::Trainer(const std::string& model_dir, const std::string& out_dir, const
   if (o.load_balance_loss_weight > 0 && !moe_)
     fail("train: load_balance_loss_weight is ", o.load_balance_loss_weight, " but ", model_dir, " has no MoE layers");
   rs_ = unpack(o, model_);
+  // Every micro-batch of the global step (grad_accum on each of the ranks) adds its share.
+  rs_.extras.moe_aux_scale = 1.0 / double(micro_per_step());
   const std::string tok_path = model_dir + "/tokenizer.json";
   if (!file_exists(tok_path)) fail("train: ", model_dir, " has no tokenizer.json");
   tok_.emplace(Tokenizer::from_file(tok_path));
   tmpl_ = open_template(model_dir, o.chat_template);
   adapter_ = Adapter::create(model_, rs_.lora, o.seed);
-  print_adapter(adapter_, rs_.lora);
+  if (root()) print_adapter(adapter_, rs_.lora);
+  if (comm_.distributed()) {
+    if (root()) std::fprintf(stderr, "[train] data parallel: %s, %d ranks x %lld micro-batches = %lld micro-batches per step\n",
+                             comm_.describe().c_str(), comm_.size(), (long long)o.grad_accum, (long long)micro_per_step());
+    if (!comm_.all_equal(std::hash<std::string>{}(model_fingerprint(model_))))
+      fail("train: the ranks loaded different models (", model_dir, " differs between machines)");
+  }
   setup_data();
 
   PlanInput pin;
@@ -368,8 +390,9 @@ Trainer::Trainer(const std::string& model_dir, const std::string& out_dir, const
   st_.options.erase("threads");
   st_.model_fingerprint = model_fingerprint(model_);
   loader_ = std::make_unique<BatchLoader>(*train_data_.set, rs_.loader);
+  st_.options.erase("dist_check_every");
   if (o.resume) resume();
-  write_file_atomic(out_dir + "/run_config.json", nlohmann::json(o.values()).dump(2) + "\n");
+  if (root()) write_file_atomic(out_dir + "/run_config.json", nlohmann::json(o.values()).dump(2) + "\n");
 
   dec_ = std::make_unique<Decoder>(model_);
   dec_->set_lora(bind_adapter(adapter_, model_));
@@ -377,16 +400,61 @@ Trainer::Trainer(const std::string& model_dir, const std::string& out_dir, const
     params_.push_back(&m.A);
     params_.push_back(&m.B);
   }
-  metrics_ = std::fopen((out_dir + "/metrics.jsonl").c_str(), o.resume ? "a" : "w");
-  if (!metrics_) fail("train: cannot write ", out_dir, "/metrics.jsonl");
-  tty_ = ::isatty(2);
+  setup_reducer();
+  check_agreement("at the start");
+  if (root()) {
+    metrics_ = std::fopen((out_dir + "/metrics.jsonl").c_str(), o.resume ? "a" : "w");
+    if (!metrics_) fail("train: cannot write ", out_dir, "/metrics.jsonl");
+  }
+  tty_ = root() && ::isatty(2);
+}
+
+// Data parallel: one gradient slot per adapter tensor (sized as the decoder sizes them), registered
+// with the reducer in the order the backward pass finishes them: last layer first.
+void Trainer::setup_reducer() {
+  grads_.assign(2 * adapter_.modules.size(), {});
+  for (size_t i = 0; i < adapter_.modules.size(); ++i) {
+    grads_[2 * i].assign(adapter_.modules[i].A.size(), 0.0f);
+    grads_[2 * i + 1].assign(adapter_.modules[i].B.size(), 0.0f);
+  }
+  if (!comm_.distributed()) return;
+  const int64_t L = model_.config().num_layers;
+  layer_tensors_.assign(size_t(L), {});
+  std::vector<std::pair<float*, size_t>> tensors;
+  for (int64_t l = L - 1; l >= 0; --l)
+    for (size_t i = 0; i < adapter_.modules.size(); ++i) {
+      if (adapter_.modules[i].layer != l) continue;
+      for (size_t k : {2 * i, 2 * i + 1}) {
+        layer_tensors_[size_t(l)].push_back(tensors.size());
+        tensors.push_back({grads_[k].data(), grads_[k].size()});
+      }
+    }
+  for (const auto& m : adapter_.modules)
+    if (m.layer < 0 || m.layer >= L) fail("train: adapter module ", m.target, " has no decoder layer (", m.layer, ")");
+  reducer_ = std::make_unique<dist::GradientReducer>(comm_, std::move(tensors));
+}
+
+// Every rank must hold the same adapter (same init, same reduced gradients, same AdamW): compare a
+// checksum of its tensors and stop the run, loudly, when they differ.
+void Trainer::check_agreement(const char* when) {
+  if (!comm_.distributed()) return;
+  std::vector<const std::vector<float>*> t;
+  for (auto* p : params_) t.push_back(p);
+  for (auto& m : opt_.m()) t.push_back(&m);
+  for (auto& v : opt_.v()) t.push_back(&v);
+  const uint64_t h = dist::checksum(t);
+  if (!comm_.all_equal(h))
+    fail("train: the ranks' adapters differ ", when, " (step ", st_.step, "; rank ", comm_.rank(), " checksum ", h,
+         "): data-parallel replicas diverged, stopping");
 }
 
 void Trainer::setup_data() {
   train_data_ = open_data(o_.data, *tok_, tmpl_.get(), rs_);
   train_data_.set->prepare_all(0);
-  std::fprintf(stderr, "[train] data: %s\n", train_data_.set->report().summary().c_str());
-  for (const auto& is : train_data_.set->report().issues) std::fprintf(stderr, "[train]   %s\n", is.message.c_str());
+  if (root()) {
+    std::fprintf(stderr, "[train] data: %s\n", train_data_.set->report().summary().c_str());
+    for (const auto& is : train_data_.set->report().issues) std::fprintf(stderr, "[train]   %s\n", is.message.c_str());
+  }
   if (!o_.eval_data.empty()) {
     eval_data_ = open_data({o_.eval_data}, *tok_, tmpl_.get(), rs_);
     eval_data_.set->prepare_all(0);
@@ -394,18 +462,73 @@ void Trainer::setup_data() {
   const int64_t batches_per_epoch = count_batches(*train_data_.set, rs_.loader);
   if (batches_per_epoch == 0) fail("train: the training data yields no batch");
   total_steps_ = o_.steps > 0 ? o_.steps
-                              : std::max<int64_t>(1, (o_.epochs * batches_per_epoch + o_.grad_accum - 1) / o_.grad_accum);
+                              : std::max<int64_t>(1, (o_.epochs * batches_per_epoch + micro_per_step() - 1) / micro_per_step());
 }
 
+// Rank 0 reads the latest checkpoint (the run folder need not be shared between machines) and
+// sends it to the others. The rank count, and grad_accum with it, may change: the checkpoint holds
+// the global data cursor, and the next step takes the next ranks x grad_accum micro-batches from it.
 void Trainer::resume() {
-  const std::string ck = latest_checkpoint(out_dir_);
-  if (ck.empty()) fail("train: --resume but ", out_dir_, "/checkpoints has no complete checkpoint");
+  std::string ck, state_json;
   TrainerState prev;
-  load_checkpoint(ck, model_, adapter_, opt_, prev);
+  if (root()) {
+    try {
+      ck = latest_checkpoint(out_dir_);
+      if (ck.empty()) fail("train: --resume but ", out_dir_, "/checkpoints has no complete checkpoint");
+      load_checkpoint(ck, model_, adapter_, opt_, prev);
+    } catch (...) {
+      if (!comm_.distributed()) throw;
+      int64_t bad = 1;
+      comm_.broadcast(&bad, sizeof bad);
+      throw;
+    }
+    int64_t bad = 0;
+    comm_.broadcast(&bad, sizeof bad);
+  } else {
+    int64_t bad = 0;
+    comm_.broadcast(&bad, sizeof bad);
+    if (bad) fail("train: rank 0 could not load the checkpoint to resume from");
+  }
+  if (comm_.distributed()) {
+    if (root())
+      state_json = nlohmann::json({{"ck", ck}, {"step", prev.step}, {"cursor", prev.data_cursor}, {"options", prev.options},
+                                   {"tokens_seen", prev.tokens_seen}, {"extra", prev.extra}, {"adam_t", opt_.steps()}})
+                       .dump();
+    int64_t len = int64_t(state_json.size());
+    comm_.broadcast(&len, sizeof len);
+    state_json.resize(size_t(len));
+    comm_.broadcast(state_json.data(), state_json.size());
+    const nlohmann::json j = nlohmann::json::parse(state_json);
+    ck = j["ck"].get<std::string>();
+    prev.step = j["step"].get<int64_t>();
+    prev.data_cursor = j["cursor"].get<std::string>();
+    prev.options = j["options"];
+    prev.tokens_seen = j["tokens_seen"].get<double>();
+    prev.extra = j["extra"];
+    opt_.set_steps(j["adam_t"].get<int64_t>());
+    const size_t n = 2 * adapter_.modules.size();
+    if (!root()) {
+      opt_.m().assign(n, {});
+      opt_.v().assign(n, {});
+    }
+    for (size_t i = 0; i < adapter_.modules.size(); ++i) {
+      auto& m = adapter_.modules[i];
+      for (size_t k : {2 * i, 2 * i + 1}) {
+        std::vector<float>& p = k % 2 == 0 ? m.A : m.B;
+        opt_.m()[k].resize(p.size());
+        opt_.v()[k].resize(p.size());
+        for (std::vector<float>* t : {&p, &opt_.m()[k], &opt_.v()[k]}) comm_.broadcast(t->data(), t->size() * sizeof(float));
+      }
+    }
+  }
   nlohmann::json mine = st_.options;
   for (auto it = mine.begin(); it != mine.end(); ++it)
-    if (prev.options.contains(it.key()) && prev.options[it.key()] != *it)
+    if (prev.options.contains(it.key()) && prev.options[it.key()] != *it && it.key() != "grad_accum")
       fail("train: cannot resume ", ck, ": option ", it.key(), " was ", prev.options[it.key()].dump(), ", now ", it->dump());
+  const int64_t prev_micro = prev.extra.value("micro_batches_per_step", int64_t(0));
+  if (root() && prev_micro > 0 && prev_micro != micro_per_step())
+    std::fprintf(stderr, "[train] note: the checkpoint's steps took %lld micro-batches (ranks x grad_accum), these take %lld: "
+                 "the global batch changes from here\n", (long long)prev_micro, (long long)micro_per_step());
   st_.step = prev.step;
   st_.tokens_seen = prev.tokens_seen;
   st_.extra = prev.extra;
@@ -414,35 +537,56 @@ void Trainer::resume() {
     for (const auto& e : st_.extra["loss_history"]) loss_hist_.push_back({e[0].get<int64_t>(), e[1].get<double>()});
   if (st_.extra.contains("eval_history"))
     for (const auto& e : st_.extra["eval_history"]) eval_hist_.push_back({e[0].get<int64_t>(), e[1].get<double>()});
-  std::fprintf(stderr, "[train] resumed from %s at step %lld\n", ck.c_str(), (long long)st_.step);
+  if (root()) std::fprintf(stderr, "[train] resumed from %s at step %lld\n", ck.c_str(), (long long)st_.step);
 }
 
 // One optimizer step: its micro-batches (the loss is normalised by the trained tokens of the
 // whole step, not by the number of micro-batches), clipping, AdamW.
+//
+// Data parallel (N ranks): the step takes the next N x grad_accum micro-batches from the global
+// cursor; micro-batch j is rank (j mod N)'s. Every rank reads (not runs) all of them, so each knows
+// the global trained-token count that normalises the loss without a message, and the cursor after
+// the step. One rank's share, accumulated, is then summed across ranks by the reducer, bucket by
+// bucket while the last micro-batch's backward still runs: the same gradient as one rank with
+// grad_accum N x grad_accum, up to the order of the float sums.
 Trainer::StepResult Trainer::step() {
   StepResult r;
   const double t0 = now();
-  std::vector<Batch> micro;
+  const int64_t N = comm_.size(), rank = comm_.rank();
+  std::vector<std::pair<int64_t, Batch>> micro;  // (global micro-batch index, batch) of this rank
   Batch batch;
-  for (int64_t a = 0; a < o_.grad_accum; ++a) {
+  for (int64_t j = 0; j < micro_per_step(); ++j) {
     if (!prefetch_->next(batch)) fail("train: the data loader produced no batch");  // it runs without an epoch limit
     consumed_ = batch.next;
     r.trained += batch.trained();
-    micro.push_back(batch);
+    r.tokens += batch.tokens();
+    if (j % N == rank) micro.push_back({j, std::move(batch)});
   }
   for (auto& g : grads_) std::fill(g.begin(), g.end(), 0.0f);
   double loss_sum = 0;
   dec_->reset_expert_stats();
   for (size_t a = 0; a < micro.size(); ++a) {
-    const Batch& mb = micro[a];
+    const Batch& mb = micro[a].second;
     row_chunks(mb.rows, chunks_, mask_, &rs_.extras.row_chunks);
-    // Dropout masks depend on (seed, step, micro-batch) only: a resumed run draws the same ones.
-    rs_.extras.dropout_seed = mix_seed(mix_seed(o_.seed, uint64_t(st_.step)), a);
+    // Dropout masks depend on (seed, step, global micro-batch) only: a resumed run, or another rank
+    // count, draws the same ones.
+    rs_.extras.dropout_seed = mix_seed(mix_seed(o_.seed, uint64_t(st_.step)), uint64_t(micro[a].first));
+    if (reducer_ && a + 1 == micro.size())
+      rs_.extras.layer_grads_done = [this](int64_t l) {
+        for (size_t t : layer_tensors_[size_t(l)]) reducer_->ready(t);
+      };
     auto fb = dec_->forward_backward(chunks_, mask_, grads_, double(std::max<int64_t>(r.trained, 1)),
                                      o_.grad_checkpointing, &rs_.extras);
+    rs_.extras.layer_grads_done = nullptr;
     loss_sum += fb.sum;
     r.aux += fb.aux;
-    r.tokens += mb.tokens();
+  }
+  if (reducer_) {
+    r.comm_wait = reducer_->finish();
+    double sums[2] = {loss_sum, r.aux};
+    comm_.allreduce_sum(sums, 2);
+    loss_sum = sums[0];
+    r.aux = sums[1];
   }
   if (moe_) collect_routing();
   aux_acc_ += r.aux;
@@ -470,12 +614,17 @@ Trainer::StepResult Trainer::step() {
   return r;
 }
 
+// This step's tokens per expert (summed over the ranks) into the interval's routing statistics.
 void Trainer::collect_routing() {
   const auto& ec = dec_->expert_counts();
+  std::vector<int64_t> flat;
+  for (const auto& l : ec) flat.insert(flat.end(), l.begin(), l.end());
+  comm_.allreduce_sum(flat.data(), flat.size());
   if (routed_.empty()) routed_.assign(ec.size(), {});
+  size_t k = 0;
   for (size_t l = 0; l < ec.size(); ++l) {
     if (routed_[l].empty()) routed_[l].assign(ec[l].size(), 0);
-    for (size_t e = 0; e < ec[l].size(); ++e) routed_[l][e] += ec[l][e];
+    for (size_t e = 0; e < ec[l].size(); ++e) routed_[l][e] += flat[k++];
   }
 }
 
@@ -517,9 +666,19 @@ void Trainer::log_metrics(const StepResult& r) {
   const double tps = tokens_run_ / (now() - t_start_);
   const double eta = double(total_steps_ - st_.step) * (now() - t_start_) / double(steps_run_);
   if (before_.empty()) return;  // not a logging step
+  if (!root()) {  // rank 0 alone writes metrics and the progress bar
+    routed_.clear();
+    aux_acc_ = 0;
+    aux_steps_ = 0;
+    return;
+  }
   nlohmann::json line = {{"step", st_.step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.gnorm},
                          {"trained_tokens", r.trained}, {"tokens", r.tokens}, {"step_seconds", r.seconds},
                          {"tokens_per_s", tps}, {"epoch", consumed_.epoch}, {"modules", module_norms()}};
+  if (comm_.distributed()) {
+    line["ranks"] = comm_.size();
+    line["allreduce_wait_seconds"] = r.comm_wait;
+  }
   const std::string extra = moe_ ? routing_line(line) : std::string();
   aux_acc_ = 0;
   aux_steps_ = 0;
@@ -533,8 +692,9 @@ void Trainer::log_metrics(const StepResult& r) {
 
 void Trainer::maybe_evaluate() {
   if (!eval_data_.set || o_.eval_every <= 0 || st_.step % o_.eval_every != 0) return;
-  const double el = evaluate(*dec_, *eval_data_.set, rs_.eval_loader);
+  const double el = evaluate(*dec_, *eval_data_.set, rs_.eval_loader, comm_);
   eval_hist_.push_back({st_.step, el});
+  if (!root()) return;
   std::fprintf(metrics_, "%s\n", nlohmann::json({{"step", st_.step}, {"eval_loss", el}}).dump().c_str());
   std::fprintf(stderr, "%s[train] step %lld eval loss %.4f\n", tty_ ? "\n" : "", (long long)st_.step, el);
 }
@@ -550,6 +710,9 @@ void Trainer::checkpoint() {
   for (const auto& [s, l] : eval_hist_) eh.push_back({s, l});
   st_.extra["loss_history"] = lh;
   st_.extra["eval_history"] = eh;
+  st_.extra["ranks"] = comm_.size();
+  st_.extra["micro_batches_per_step"] = micro_per_step();
+  if (!root()) return;  // the replicas are identical: rank 0 alone writes
   save_checkpoint(out_dir_, model_, adapter_, opt_, st_, o_.keep_last);
   write_file_atomic(out_dir_ + "/loss.svg", loss_svg(loss_hist_, eval_hist_));
 }
@@ -563,6 +726,7 @@ TrainSummary Trainer::run() {
     if (steps_run_ == 1) sum_.first_loss = r.loss;
     sum_.last_loss = r.loss;
     loss_hist_.push_back({st_.step, r.loss});
+    if (o_.dist_check_every > 0 && st_.step % o_.dist_check_every == 0) check_agreement("after an optimizer step");
     log_metrics(r);
     maybe_evaluate();
     const bool stop = o_.stop_after > 0 && steps_run_ >= o_.stop_after;
@@ -576,23 +740,26 @@ TrainSummary Trainer::run() {
 
 void Trainer::finish(TrainSummary& sum) {
   if (tty_) std::fprintf(stderr, "\n");
-  std::fclose(metrics_);
+  if (metrics_) std::fclose(metrics_);
+  metrics_ = nullptr;
+  check_agreement("at the end");
   // The "loss goes down, outputs don't change" failure: an adapter whose B never moved.
   for (const auto& m : adapter_.modules)
-    if (sum_sq(m.B) == 0 && st_.step > 0)
+    if (root() && sum_sq(m.B) == 0 && st_.step > 0)
       std::fprintf(stderr, "[train] warning: %s: lora_B is still exactly zero after %lld steps: this adapter changes nothing\n",
                    m.target.c_str(), (long long)st_.step);
   if (eval_data_.set) {
-    sum.eval_loss = evaluate(*dec_, *eval_data_.set, rs_.eval_loader);
-    std::fprintf(stderr, "[train] eval loss %.4f\n", sum.eval_loss);
+    sum.eval_loss = evaluate(*dec_, *eval_data_.set, rs_.eval_loader, comm_);
+    if (root()) std::fprintf(stderr, "[train] eval loss %.4f\n", sum.eval_loss);
   }
   sum.steps = st_.step;
   sum.tokens_per_s = tokens_run_ / std::max(1e-9, now() - t_start_);
   if (st_.step >= total_steps_) {
     sum.adapter_dir = out_dir_ + "/adapter";
-    adapter_.save_peft(sum.adapter_dir, model_dir_);
+    if (root()) adapter_.save_peft(sum.adapter_dir, model_dir_);
   }
-  std::fprintf(stderr, "[train] %lld steps, loss %.4f -> %.4f, %.0f tokens/s%s%s\n", (long long)st_.step, sum.first_loss,
+  if (root())
+    std::fprintf(stderr, "[train] %lld steps, loss %.4f -> %.4f, %.0f tokens/s%s%s\n", (long long)st_.step, sum.first_loss,
                sum.last_loss, sum.tokens_per_s, sum.adapter_dir.empty() ? "" : ", adapter: ", sum.adapter_dir.c_str());
 }
 
@@ -600,7 +767,12 @@ void Trainer::finish(TrainSummary& sum) {
 
 TrainSummary train(const std::string& model_dir, const std::string& out_dir, const TrainOptions& o) {
   validate(o);
+  dist::Comm& comm = dist::Comm::world();
   if (o.threads > 0) omp_set_num_threads(int(o.threads));
+  else if (const int t = dist::default_threads(comm); t > 0) omp_set_num_threads(t);
+  if (comm.distributed() && comm.rank() == 0)
+    std::fprintf(stderr, "[train] %d ranks (%d on this machine), %d threads per rank\n", comm.size(), comm.local_size(),
+                 omp_get_max_threads());
   make_dirs(out_dir);
   return Trainer(model_dir, out_dir, o).run();
 }
