@@ -8,13 +8,16 @@
 #include <condition_variable>
 #include <map>
 #include <set>
+#include <sstream>
 #include <mutex>
 
+#include "gemmatune/generate/chat_format.h"
 #include "gemmatune/generate/engine.h"
 #include "gemmatune/lora/adapter.h"
 #include "gemmatune/lora/targets.h"
 #include "gemmatune/model/kv_cache.h"
 #include "gemmatune/model/presets.h"
+#include "gemmatune/util/fs.h"
 #include "gemmatune/util/random.h"
 #include "test_util.h"
 
@@ -607,4 +610,110 @@ TEST(Engine, UnloadedAdapterLivesUntilItsRequestsEnd) {
   EXPECT_TRUE(weak.expired());  // freed once the request ended
   EXPECT_FALSE(eng.remove_adapter("mine"));
   EXPECT_TRUE(test::contains(any_error_of([&] { eng.submit(r, nullptr); }), "unknown adapter"));
+}
+
+// (g) Message rendering through ChatFormat against the golden renderings of the official Gemma 3
+// and Gemma 4 templates, and the reasoning / content split of a Gemma 4 reply.
+TEST(ChatFormatTest, RendersTheGoldenConversations) {
+  const Tokenizer tok3 = Tokenizer::from_file(test::unpacked("assets/gemma3_tokenizer.json"));
+  const Tokenizer tok4 = Tokenizer::from_file(test::unpacked("assets/gemma4_tokenizer_DERIVED.json"));
+  const Model m3 = Model::load(tiny_model("tiny", false));
+  const Model m4 = Model::load(tiny_model("gemma4-tiny", false));
+  const ChatTemplate t3 = ChatTemplate::from_string(read_file(test::data("assets/gemma3_chat_template.jinja")), "g3");
+  const ChatTemplate t4 = ChatTemplate::from_string(read_file(test::data("assets/gemma4_chat_template.jinja")), "g4");
+  const ChatFormat f3(tok3, t3, m3.config()), f4(tok4, t4, m4.config());
+  EXPECT_EQ(f3.eos_token(), "<end_of_turn>");
+  EXPECT_EQ(f4.eos_token(), "<eos>");
+  EXPECT_FALSE(f3.has_thinking());
+  EXPECT_TRUE(f4.has_thinking());
+  EXPECT_NE(std::find(f3.stop_ids().begin(), f3.stop_ids().end(), tok3.token_id("<end_of_turn>")), f3.stop_ids().end());
+  EXPECT_NE(std::find(f4.stop_ids().begin(), f4.stop_ids().end(), tok4.token_id("<turn|>")), f4.stop_ids().end());
+  // Rows the templates render but the API refuses on purpose: non-text parts (also in a tool
+  // response), an unknown role, a user message without content.
+  const std::set<std::string> refused = {"g3-image-part",  "g3-unknown-part-ignored", "g4-media-parts",
+                                         "g4-unknown-role", "g4-content-none-user",   "g4-tool-response-parts"};
+  std::istringstream in(read_file(test::data("assets/golden/chat_render.jsonl")));
+  std::string line;
+  int rendered = 0, errors = 0;
+  while (std::getline(in, line)) {
+    const auto row = nlohmann::ordered_json::parse(line);
+    const std::string id = row["id"], tf = row["template"];
+    const ChatFormat* f = tf == "gemma3_chat_template.jinja" ? &f3 : tf == "gemma4_chat_template.jinja" ? &f4 : nullptr;
+    if (!f) continue;
+    SCOPED_TRACE(id);
+    ASSERT_EQ(row["bos_token"], f->bos_token());
+    ASSERT_EQ(row["eos_token"], f->eos_token());
+    nlohmann::ordered_json extra = row["extra"];
+    bool thinking = false;
+    if (extra.contains("enable_thinking")) {
+      thinking = extra["enable_thinking"];
+      extra.erase("enable_thinking");
+    }
+    auto render = [&] { return f->render(row["messages"], thinking, row["add_generation_prompt"], extra); };
+    if (row.contains("expected_error") || refused.count(id)) {
+      EXPECT_THROW(render(), std::invalid_argument);
+      ++errors;
+    } else {
+      EXPECT_EQ(render(), row["expected"].get<std::string>());
+      ++rendered;
+    }
+  }
+  EXPECT_GE(rendered, 40);
+  EXPECT_GE(errors, 8);
+  // Clear messages for bad shapes.
+  auto msg = [&](const std::string& j) {
+    try {
+      f4.render(nlohmann::ordered_json::parse(j), false);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_TRUE(test::contains(msg("{}"), "messages: expected an array"));
+  EXPECT_TRUE(test::contains(msg("[]"), "at least one message"));
+  EXPECT_TRUE(test::contains(msg(R"([{"content":"x"}])"), "messages[0].role"));
+  EXPECT_TRUE(test::contains(msg(R"([{"role":"user","content":5}])"), "messages[0].content: expected a string"));
+  EXPECT_TRUE(test::contains(msg(R"([{"role":"user","content":[{"type":"text","text":1}]}])"),
+                             "messages[0].content[0].text"));
+  EXPECT_TRUE(test::contains(msg(R"([{"role":"user","content":[{"type":"image_url"}]}])"), "only text parts"));
+  EXPECT_TRUE(test::contains(msg(R"([{"role":"user","content":"a","tool_calls":[]}])"), "tool_calls"));
+  // Through the tokenizer: the prompt ids are the rendered text's.
+  const nlohmann::ordered_json conv = nlohmann::ordered_json::parse(R"([{"role":"user","content":"Hi"}])");
+  EXPECT_EQ(f3.encode(conv, false), tok3.encode(f3.render(conv, false), false));
+  EXPECT_EQ(f3.encode(conv, false).front(), tok3.bos_id());
+}
+
+TEST(ChatFormatTest, SplitsThoughtFromAnswer) {
+  const Tokenizer tok4 = Tokenizer::from_file(test::unpacked("assets/gemma4_tokenizer_DERIVED.json"));
+  const Model m4 = Model::load(tiny_model("gemma4-tiny", false));
+  const ChatTemplate t4 = ChatTemplate::from_string(read_file(test::data("assets/gemma4_chat_template.jinja")), "g4");
+  const ChatFormat f(tok4, t4, m4.config());
+  const std::string reply = "<|channel>thought\nAdd 2 and 2: a < b.<channel|>The answer is <4>.<turn|>";
+  const ReplyParts whole = ReasoningSplitter::split(f, reply);
+  EXPECT_EQ(whole.reasoning, "Add 2 and 2: a < b.");
+  EXPECT_EQ(whole.content, "The answer is <4>.");
+  // Streamed byte by byte: the same parts, nothing of a marker ever released.
+  ReasoningSplitter s(f);
+  ReplyParts acc;
+  for (char c : reply) {
+    ReplyParts p = s.push(std::string(1, c));
+    EXPECT_FALSE(test::contains(p.content, "<|") || test::contains(p.content, "|>"));
+    acc.reasoning += p.reasoning;
+    acc.content += p.content;
+  }
+  ReplyParts p = s.flush();
+  acc.reasoning += p.reasoning;
+  acc.content += p.content;
+  EXPECT_EQ(acc.reasoning, whole.reasoning);
+  EXPECT_EQ(acc.content, whole.content);
+  // No thought: everything is content; an unfinished thought stays reasoning.
+  EXPECT_EQ(ReasoningSplitter::split(f, "Plain answer.").content, "Plain answer.");
+  const ReplyParts open = ReasoningSplitter::split(f, "<|channel>thought\nstill thinking");
+  EXPECT_EQ(open.reasoning, "still thinking");
+  EXPECT_EQ(open.content, "");
+  // A held-back prefix that never becomes a marker is released at the end.
+  EXPECT_EQ(ReasoningSplitter::split(f, "x <|chan").content, "x <|chan");
+  // The decoded text of real token ids (special tokens kept) splits the same way.
+  std::vector<int32_t> ids = tok4.encode(reply, false);
+  EXPECT_EQ(ReasoningSplitter::split(f, tok4.decode(ids, false)).content, "The answer is <4>.");
 }

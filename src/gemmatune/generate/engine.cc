@@ -78,7 +78,19 @@ struct Engine::Impl {
     ev.finished = true;
     ev.prompt_tokens = int64_t(s.req.prompt.size());
     ev.completion_tokens = int64_t(s.generated.size());
-    if (s.on_event) s.on_event(ev);
+    deliver(s, ev);
+  }
+  // A callback that throws cancels its request (e.g. a client gone); the engine carries on.
+  static bool deliver(Seq& s, const EngineEvent& ev) {
+    if (!s.on_event) return true;
+    try {
+      s.on_event(ev);
+      return true;
+    } catch (...) {
+      s.on_event = nullptr;
+      s.cancelled = true;
+      return false;
+    }
   }
   static void finish_cancelled(Seq& s) {
     EngineEvent ev;
@@ -110,7 +122,8 @@ void Engine::Impl::loop() {
           }
         cancels.clear();
       }
-      // Free the cancelled running sequences' slots and memory before admitting.
+      // Free the cancelled running sequences' slots and memory before admitting (cancelled by
+      // cancel() or by a callback that threw).
       for (auto& s : running)
         if (s->cancelled) st.kv_bytes_used -= s->kv_bytes;
       for (auto& s : running)
@@ -246,8 +259,8 @@ void Engine::Impl::step() {
       if (s.text->stopped()) ev.stop_reason = StopReason::StopString;
       finish(s, std::move(ev));
       done.push_back(&s);
-    } else if (s.on_event) {
-      s.on_event(ev);
+    } else {
+      deliver(s, ev);
     }
   }
   const double t = now();
