@@ -7,6 +7,7 @@
 #include "gemmatune/kernels/attention.h"
 #include "gemmatune/kernels/cross_entropy.h"
 #include "gemmatune/kernels/gelu.h"
+#include "gemmatune/kernels/lora_grouped.h"
 #include "gemmatune/kernels/moe_balance.h"
 #include "gemmatune/kernels/moe_router.h"
 #include "gemmatune/kernels/rmsnorm.h"
@@ -17,6 +18,9 @@
 namespace gt {
 
 namespace {
+
+// Adapter groups up to this many rows take the grouped LoRA kernel (decode); more, the GEMM path.
+constexpr int64_t kGroupedLoraMaxRows = 8;
 
 void add_inplace(float* y, const float* x, int64_t n) {
 #pragma omp simd
@@ -64,10 +68,17 @@ void Decoder::project(int64_t li, Proj p, const Weight2D& w, const float* x, int
   linear(x, T, w, y);
   if (!segs_.empty()) {  // mixed adapters: each group's LoRA product over its own rows only
     GT_CHECK(!A, "training takes no per-chunk LoRA views");
+    // Groups of few rows (decoding sequences) go together through one grouped kernel (one
+    // fork/join for all adapters); larger groups (prefill chunks) through the GEMM path.
+    LoraGroup small[16];
+    int64_t n_small = 0;
     for (const LoraSegment& g : segs_) {
       const LoraView& v = seg_lora(g, li, p);
-      if (v) lora_linear_forward(v, x + g.t0 * w.k, g.t1 - g.t0, y + g.t0 * w.n, nullptr, nullptr, lora_ws_);
+      if (!v) continue;
+      if (g.t1 - g.t0 <= kGroupedLoraMaxRows && n_small < 16) small[n_small++] = {&v, g.t0, g.t1};
+      else lora_linear_forward(v, x + g.t0 * w.k, g.t1 - g.t0, y + g.t0 * w.n, nullptr, nullptr, lora_ws_);
     }
+    if (n_small > 0) lora_linear_forward_grouped(small, n_small, x, w.k, y, w.n, lora_ws_.t);
     return;
   }
   const LoraView& v = lora(li, p);
