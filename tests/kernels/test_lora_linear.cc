@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "gemmatune/kernels/dropout.h"
+#include "gemmatune/kernels/lora_grouped.h"
 #include "kernel_test_util.h"
 
 using namespace gt;
@@ -129,5 +130,45 @@ TEST(LoraLinear, ExpertSlicesForwardAndBackward) {
     check_fd(c.x, dx, [&](const std::vector<float>& v) { return L(v, c.A, c.B); });
     check_fd(c.A, gA, [&](const std::vector<float>& v) { return L(c.x, v, c.B); });  // other experts' rows: 0
     check_fd(c.B, gB, [&](const std::vector<float>& v) { return L(c.x, c.A, v); });
+  }
+}
+
+// Mixed adapters over contiguous row groups in one call: each group gets exactly its own adapter's
+// product (against the double-precision reference), a group without a view and rows outside every
+// group are left alone.
+TEST(LoraLinear, GroupedForwardAppliesEachGroupsAdapter) {
+  const int64_t T = 9, in = 70, out = 150;
+  const std::vector<float> x = randn(size_t(T * in), 11);
+  struct Ad {
+    int64_t r;
+    std::vector<float> A, B;
+    LoraView v;
+  };
+  std::vector<Ad> ads = {{3, {}, {}, {}}, {5, {}, {}, {}}, {2, {}, {}, {}}};
+  for (size_t a = 0; a < ads.size(); ++a) {
+    Ad& d = ads[a];
+    d.A = randn(size_t(d.r * in), uint32_t(20 + a), 0.5f);
+    d.B = randn(size_t(out * d.r), uint32_t(30 + a), 0.5f);
+    d.v.A = d.A.data();
+    d.v.B = d.B.data();
+    d.v.r = d.r;
+    d.v.in = in;
+    d.v.out = out;
+    d.v.scale = 0.5f + float(a);
+  }
+  // rows 0-1: adapter 0; 2: none; 3-5: adapter 1; 6: adapter 0 again; 7: adapter 2; row 8: no group
+  const std::vector<LoraGroup> groups = {
+      {&ads[0].v, 0, 2}, {nullptr, 2, 3}, {&ads[1].v, 3, 6}, {&ads[0].v, 6, 7}, {&ads[2].v, 7, 8}};
+  std::vector<float> y(size_t(T * out), 1.0f), t;
+  lora_linear_forward_grouped(groups.data(), int64_t(groups.size()), x.data(), in, y.data(), out, t);
+  const int which[T] = {0, 0, -1, 1, 1, 1, 0, 2, -1};
+  for (int64_t row = 0; row < T; ++row) {
+    const int a = which[row];
+    std::vector<double> ref(size_t(out), 0.0);
+    if (a >= 0) {
+      std::vector<float> xr(x.begin() + row * in, x.begin() + (row + 1) * in);
+      ref = naive(xr, ads[size_t(a)].A, ads[size_t(a)].B, 1, in, out, ads[size_t(a)].r, 1, 0, ads[size_t(a)].v.scale);
+    }
+    for (int64_t o = 0; o < out; ++o) EXPECT_NEAR(y[size_t(row * out + o)], 1.0 + ref[size_t(o)], 1e-4) << row << "," << o;
   }
 }

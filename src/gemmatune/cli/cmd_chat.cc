@@ -103,7 +103,14 @@ int run(int argc, char** argv) {
       user = line;
     }
     VisibleReply out;
-    GenerateResult r = session.reply(user, [&](const std::string& s) { out.push(s); });
+    bool thought = false;
+    GenerateResult r = session.reply(user, [&](const std::string& s) { out.push(s); },
+                                     [&](const std::string& s) {  // Gemma 4 thought: to stderr, labelled
+                                       if (!thought) std::fprintf(stderr, "[thought] ");
+                                       thought = true;
+                                       std::fwrite(s.data(), 1, s.size(), stderr);
+                                     });
+    if (thought) std::fprintf(stderr, "\n[/thought]\n");
     out.finish(r.tokens.size());
     std::fprintf(stderr, "[chat] %zu tokens, %.1f tok/s\n", r.tokens.size(),
                  r.tokens.size() > 1 ? double(r.tokens.size() - 1) / r.decode_seconds : 0.0);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "gemmatune/data/chat_template/chat_template.h"
+#include "gemmatune/generate/chat_format.h"
 #include "gemmatune/data/tokenizer.h"
 #include "gemmatune/generate/generate.h"
 #include "gemmatune/model/decoder.h"
@@ -26,11 +27,14 @@ class ChatSession {
   // `dec`, `tok` and `tmpl` must outlive the session.
   ChatSession(Decoder& dec, const Tokenizer& tok, const ChatTemplate& tmpl, ChatOptions o);
 
-  // Adds the user message, generates the assistant's reply (text streamed to on_text as it becomes
-  // final) and adds it to the history. The whole conversation is re-rendered and re-prefilled each
+  // Adds the user message, generates the assistant's reply (its answer streamed to on_text as it
+  // becomes final; a Gemma 4 thought, when thinking is on, to on_reasoning if given) and adds the
+  // answer to the history. The result's text is the answer (the thought in last_reasoning()). The whole conversation is re-rendered and re-prefilled each
   // turn: exactly what the template defines (a template may rewrite earlier turns, e.g. dropping
   // old thoughts). Throws when the conversation no longer fits the context.
-  GenerateResult reply(const std::string& user, const std::function<void(const std::string&)>& on_text);
+  GenerateResult reply(const std::string& user, const std::function<void(const std::string&)>& on_text,
+                       const std::function<void(const std::string&)>& on_reasoning = nullptr);
+  const std::string& last_reasoning() const { return reasoning_; }
   // Forgets the conversation (the system prompt stays).
   void reset();
   const nlohmann::ordered_json& messages() const { return messages_; }
@@ -39,10 +43,10 @@ class ChatSession {
  private:
   Decoder& dec_;
   const Tokenizer& tok_;
-  const ChatTemplate& tmpl_;
+  ChatFormat fmt_;
   ChatOptions o_;
-  std::string bos_, eos_;
-  nlohmann::ordered_json extra_, messages_;
+  nlohmann::ordered_json messages_;
+  std::string reasoning_;
 };
 
 }  // namespace gt

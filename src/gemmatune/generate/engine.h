@@ -35,7 +35,9 @@ struct EngineOptions {
 };
 
 // One generation request. `opt` carries sampling (seed included), max_new_tokens, stop ids and
-// stop strings, as for generate().
+// stop strings, as for generate(); opt.prefill_chunk is not used (EngineOptions::prefill_chunk is).
+// opt.skip_special_tokens = false keeps special tokens in the event text: a chat endpoint that
+// splits a Gemma 4 thought from the answer feeds that text to ReasoningSplitter (chat_format.h).
 struct EngineRequest {
   std::vector<int32_t> prompt;
   GenerateOptions opt;
@@ -63,6 +65,7 @@ struct EngineEvent {
   bool cancelled = false;
   std::string error;                   // non-empty: the request failed (finished is set)
   int64_t prompt_tokens = 0, completion_tokens = 0;  // usage, filled on the finished event
+  int64_t step = -1;                   // the engine step that sampled `tokens` (EngineStats::steps_total then)
 };
 
 struct QueueFull : std::runtime_error {
