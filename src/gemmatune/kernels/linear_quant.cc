@@ -85,20 +85,29 @@ struct BlockQ4 {
   }
 };
 
+// Rows [0, nr) of w, blocks [b0, b1) of each, into out (row stride ldo floats).
 template <class B>
-void dequant_rows(const uint8_t* w, size_t row_bytes, int64_t k, int64_t nr, float* out) {
-  const int64_t nb = k / 32;
+void dequant_rows(const uint8_t* w, size_t row_bytes, int64_t b0, int64_t b1, int64_t nr, float* out, int64_t ldo) {
   for (int64_t r = 0; r < nr; ++r) {
     const uint8_t* row = w + size_t(r) * row_bytes;
-    float* o = out + r * k;
-    for (int64_t b = 0; b < nb; ++b) {
+    float* o = out + r * ldo;
+    for (int64_t b = b0; b < b1; ++b) {
       const uint8_t* blk = row + size_t(b) * B::kBytes;
       __m256 q[4];
       B::load(blk, q);
       const __m256 d = _mm256_set1_ps(scale_of(blk));
-      for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + b * 32 + 8 * i, _mm256_mul_ps(q[i], d));
+      for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + (b - b0) * 32 + 8 * i, _mm256_mul_ps(q[i], d));
     }
   }
+}
+
+// Rows [r0, r0 + nr), columns [32 b0, 32 b1) of a quantized w into out (row stride ldo).
+void dequant_slice(const Weight2D& w, int64_t r0, int64_t nr, int64_t b0, int64_t b1, float* out, int64_t ldo) {
+  const uint8_t* base = static_cast<const uint8_t*>(w.data) + size_t(r0) * w.row_bytes();
+  if (w.format == WFormat::Q8_0)
+    dequant_rows<BlockQ8>(base, w.row_bytes(), b0, b1, nr, out, ldo);
+  else
+    dequant_rows<BlockQ4>(base, w.row_bytes(), b0, b1, nr, out, ldo);
 }
 
 inline float hsum(__m256 v) {
@@ -203,12 +212,9 @@ bool use_avx512_gemv() {
 void weight_rows_to_f32(const Weight2D& w, int64_t r0, int64_t nr, float* out) {
   GT_CHECK(r0 >= 0 && nr >= 0 && r0 + nr <= w.n, "weight '", w.name, "': rows [", r0, ", ", r0 + nr,
            ") out of range (", w.n, " rows)");
+  if (w.quantized()) return dequant_slice(w, r0, nr, 0, w.k / 32, out, w.k);
   const uint8_t* base = static_cast<const uint8_t*>(w.data) + size_t(r0) * w.row_bytes();
-  switch (w.format) {
-    case WFormat::Q8_0: return dequant_rows<BlockQ8>(base, w.row_bytes(), w.k, nr, out);
-    case WFormat::Q4_0: return dequant_rows<BlockQ4>(base, w.row_bytes(), w.k, nr, out);
-    case WFormat::Dense: return to_f32(w.dtype, base, out, size_t(nr) * size_t(w.k));
-  }
+  to_f32(w.dtype, base, out, size_t(nr) * size_t(w.k));
 }
 
 namespace linear_detail {
@@ -250,17 +256,12 @@ void gemv_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, 
   }
 }
 
+// Threads: one parallel region per call; each thread dequantizes its own panels and runs the f32
+// GEMM on them (a nested region inside runs on that one thread), so there is no fork/join per panel.
 namespace {
-// Dequantizes rows [r0, r0 + nr) into buf (threads split the rows).
-void dequant_panel(const Weight2D& w, int64_t r0, int64_t nr, float* buf) {
-  const int nt = int(std::min<int64_t>(omp_get_max_threads(), std::max<int64_t>(1, nr / 16)));
-  if (nt <= 1) return weight_rows_to_f32(w, r0, nr, buf);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-    const int64_t a = nr * t / tn, b = nr * (t + 1) / tn;
-    weight_rows_to_f32(w, r0 + a, b - a, buf + a * w.k);
-  }
+int gemm_threads(int64_t m, int64_t n, int64_t k, int64_t units) {
+  const double flops = 2.0 * double(m) * double(n) * double(k);
+  return flops < 2e6 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), units)));
 }
 }  // namespace
 
@@ -270,14 +271,26 @@ void gemm_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, 
   if (ldx == 0) ldx = w.k;
   if (ldy == 0) ldy = w.n;
   if (m <= 0 || w.n <= 0) return;
-  thread_local std::vector<float> buf;
-  const int64_t pr = std::min(kPanelRows, w.n);
-  if (buf.size() < size_t(pr * w.k)) buf.resize(size_t(pr * w.k));
   const gemm::Isa isa = gemm::kernel_for(DType::F32);
-  for (int64_t j0 = 0; j0 < w.n; j0 += pr) {
-    const int64_t nr = std::min(pr, w.n - j0);
-    dequant_panel(w, j0, nr, buf.data());
-    gemm::gemm(isa, x, ldx, m, DType::F32, buf.data(), w.k, /*trans=*/true, nr, w.k, y + j0, ldy, accumulate);
+  // Panels of ~1 MiB of f32 (16 .. 4096 rows); each thread takes a contiguous range of rows
+  // (output columns), so the outputs are computed exactly as the f32 GEMM computes them.
+  const int64_t P = std::clamp<int64_t>((int64_t(1) << 18) / std::max<int64_t>(w.k, 1), 16, 4096);
+  auto work = [&](int64_t j0, int64_t j1) {
+    thread_local std::vector<float> buf;
+    if (buf.size() < size_t(std::min(P, j1 - j0) * w.k)) buf.resize(size_t(std::min(P, j1 - j0) * w.k));
+    for (int64_t j = j0; j < j1; j += P) {
+      const int64_t nr = std::min(P, j1 - j);
+      weight_rows_to_f32(w, j, nr, buf.data());
+      gemm::gemm(isa, x, ldx, m, DType::F32, buf.data(), w.k, /*trans=*/true, nr, w.k, y + j, ldy, accumulate);
+    }
+  };
+  const int nt = gemm_threads(m, w.n, w.k, (w.n + 15) / 16);
+  if (nt == 1) return work(0, w.n);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+    const int64_t a = w.n * t / tn / 16 * 16, b = t + 1 == tn ? w.n : w.n * (t + 1) / tn / 16 * 16;
+    if (b > a) work(a, b);
   }
 }
 
@@ -288,19 +301,32 @@ void gemm_backward_input_quant(const float* dy, int64_t m, const Weight2D& w, fl
     if (!accumulate) std::fill(dx, dx + m * w.k, 0.0f);
     return;
   }
-  thread_local std::vector<float> buf;
   // The f32 GEMM cuts a reduction of n into ceil(n / 256) equal blocks of a multiple of 8
   // (kernels/gemm.cc, gemm_block); panels cut the same way keep its accumulation order exactly.
   const int64_t nkb = (w.n + kPanelRows - 1) / kPanelRows;
   const int64_t pr = std::min(kPanelRows, ((w.n + nkb - 1) / nkb + 7) / 8 * 8);
-  if (buf.size() < size_t(pr * w.k)) buf.resize(size_t(pr * w.k));
   const gemm::Isa isa = gemm::kernel_for(DType::F32);
-  for (int64_t j0 = 0; j0 < w.n; j0 += pr) {
-    const int64_t nr = std::min(pr, w.n - j0);
-    dequant_panel(w, j0, nr, buf.data());
-    // dx[m, k] (+)= dy[:, j0 .. j0+nr) · W[j0 .. j0+nr, :]
-    gemm::gemm(isa, dy + j0, w.n, m, DType::F32, buf.data(), w.k, /*trans=*/false, w.k, nr, dx, w.k,
-               accumulate || j0 > 0);
+  const int64_t kb = w.k / 32;
+  // Each thread owns a range of dx's columns (whole blocks) and walks all panels in order.
+  auto work = [&](int64_t b0, int64_t b1) {
+    const int64_t cols = (b1 - b0) * 32;
+    thread_local std::vector<float> buf;
+    if (buf.size() < size_t(pr * cols)) buf.resize(size_t(pr * cols));
+    for (int64_t j0 = 0; j0 < w.n; j0 += pr) {
+      const int64_t nr = std::min(pr, w.n - j0);
+      dequant_slice(w, j0, nr, b0, b1, buf.data(), cols);
+      // dx[:, cols] (+)= dy[:, j0 .. j0+nr) · W[j0 .. j0+nr, cols]
+      gemm::gemm(isa, dy + j0, w.n, m, DType::F32, buf.data(), cols, /*trans=*/false, cols, nr, dx + b0 * 32, w.k,
+                 accumulate || j0 > 0);
+    }
+  };
+  const int nt = gemm_threads(m, w.n, w.k, kb);
+  if (nt == 1) return work(0, kb);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+    const int64_t a = kb * t / tn, b = kb * (t + 1) / tn;
+    if (b > a) work(a, b);
   }
 }
 
