@@ -12,6 +12,7 @@
 
 #include "gemmatune/io/safetensors.h"
 #include "gemmatune/model/model.h"
+#include "gemmatune/model/plan.h"
 #include "gemmatune/model/quantize.h"
 #include "gemmatune/tools/golden.h"
 #include "gemmatune/util/fs.h"
@@ -163,5 +164,30 @@ TEST(QuantModelErrors, LyingFolder) {
                              "unknown quantization type"));
 }
 
+}  // namespace
+}  // namespace gt
+
+namespace gt {
+namespace {
+// plan with --quantize counts what the quantized folder holds, without quantizing.
+TEST(QuantPlan, PlannedBytesMatchTheQuantizedFolder) {
+  for (const char* name : {"gemma3_causal", "gemma4_moe"})
+    for (const char* type : {"q8_0", "q4_0"}) {
+      const std::string fx = test::fixture(name), out = test::scratch(std::string("qplan_") + name + type);
+      quantize_folder(fx + "/model", out, type, false);
+      PlanInput in;
+      in.context = 64;
+      in.train = true;
+      in.quantize = std::string(type) == "q8_0" ? WFormat::Q8_0 : WFormat::Q4_0;
+      const MemoryPlan planned = plan_memory(Model::load(fx + "/model", LoadOptions{}), in);
+      in.quantize = WFormat::Dense;
+      const Model q = Model::load(out, LoadOptions{});
+      const MemoryPlan real = plan_memory(q, in);
+      EXPECT_EQ(planned.weights_total, real.weights_total) << name << " " << type;
+      EXPECT_EQ(planned.weights_resident, real.weights_resident) << name << " " << type;
+      const MemoryPlan dense = plan_memory(Model::load(fx + "/model", LoadOptions{}), in);
+      EXPECT_LT(planned.weights_total, dense.weights_total) << name << " " << type;
+    }
+}
 }  // namespace
 }  // namespace gt
