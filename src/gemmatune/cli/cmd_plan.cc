@@ -15,6 +15,7 @@ int run(int argc, char** argv) {
   in.chunk = a.integer("chunk", 512, "tokens per forward pass (prefill chunk)");
   in.train = a.flag("train", "include LoRA training state");
   in.lora_rank = a.integer("rank", kDefaultLoraRank, "LoRA rank for --train");
+  in.checkpointing = a.flag("grad-checkpointing", "--train: keep only each layer's input (recompute in backward)");
   if (a.finish()) return 0;
   // --quantize (global): plan the quantized model from the dense one without quantizing it.
   const std::string q = default_load_options().quantize;

@@ -78,7 +78,11 @@ MemoryPlan plan_memory(const Model& m, const PlanInput& in) {
   p.activations = size_t(floats) * 4;
   if (in.train) {
     // Saved activations for the backward pass (~ every layer's inputs), and a loss chunk.
-    p.activations += size_t(T) * size_t(c.num_layers) * size_t(4 * c.hidden_size + 2 * max_q + 3 * max_i) * 4;
+    const size_t per_layer = size_t(T) * size_t(4 * c.hidden_size + 2 * max_q + 3 * max_i) * 4;
+    if (in.checkpointing)  // layer inputs [T, H] for every layer + one layer's saved activations
+      p.activations += size_t(T) * size_t(c.num_layers) * size_t(c.hidden_size) * 4 + per_layer;
+    else
+      p.activations += size_t(c.num_layers) * per_layer;
     p.activations += size_t(T) * 8192 * 4;
     size_t lora_params = size_t(std::max<int64_t>(in.lora_params, 0));
     if (in.lora_params <= 0)
