@@ -33,6 +33,9 @@ int run(int argc, char** argv) {
 
   const auto t0 = std::chrono::steady_clock::now();
   Model m = Model::load(model_dir);
+  if (!m.quantization().empty())
+    fail("merge: ", model_dir, ": the base is quantized (", m.quantization(),
+         "); merge into the dense model (merging into blocks would re-quantize the adapter away)");
   Adapter ad = Adapter::load_peft(adapter_dir, m);
   for (const auto& w : ad.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::fprintf(stderr, "adapter %s: %zu modules, %lld parameters, r=%lld, alpha=%g%s, scale %g\n", adapter_dir.c_str(),

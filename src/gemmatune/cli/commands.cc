@@ -5,6 +5,7 @@
 #include <map>
 
 #include "gemmatune/kernels/gemm.h"
+#include "gemmatune/model/model.h"
 #include "gemmatune/util/error.h"
 
 namespace gt::cli {
@@ -25,20 +26,22 @@ void usage() {
               "  --kernels auto|avx2|avx512|avx512bf16   GEMM kernels (default: auto = CPUID + a short probe;\n"
               "                                          env GEMMATUNE_KERNELS). 'gemmatune kernels' shows the choice.\n"
               "  --precision auto|f32                    f32 keeps every GEMM input in f32 (no bf16-input kernel;\n"
-              "                                          env GEMMATUNE_PRECISION)\n");
+              "                                          env GEMMATUNE_PRECISION)\n"
+              "  --quantize none|q8_0|q4_0               quantize the dense model's weights while loading (generate,\n"
+              "                                          chat, bench, plan, train, ...; docs/QUANTIZATION.md)\n");
   std::printf("\nRun 'gemmatune COMMAND --help' for a command's options.\n");
 }
 
 // Removes the global options (--kernels, --precision; "--opt value" or "--opt=value") from argv
 // and applies them. Returns the new argc.
 int take_global_options(int argc, char** argv) {
-  std::string kernels, precision;
+  std::string kernels, precision, quantize;
   int out = 0;
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
     std::string* dst = nullptr;
     std::string val;
-    for (const char* name : {"--kernels", "--precision"}) {
+    for (const char* name : {"--kernels", "--precision", "--quantize"}) {
       const std::string n = name;
       if (a == n) {
         GT_CHECK(i + 1 < argc, n, " needs a value");
@@ -48,7 +51,7 @@ int take_global_options(int argc, char** argv) {
       } else {
         continue;
       }
-      dst = n == "--kernels" ? &kernels : &precision;
+      dst = n == "--kernels" ? &kernels : n == "--precision" ? &precision : &quantize;
       break;
     }
     if (dst) {
@@ -58,6 +61,11 @@ int take_global_options(int argc, char** argv) {
     argv[out++] = argv[i];
   }
   if (!kernels.empty() || !precision.empty()) gemm::configure(kernels, precision);
+  if (!quantize.empty()) {
+    GT_CHECK(quantize == "none" || quantize == "q8_0" || quantize == "q4_0", "--quantize: expected none, q8_0 or q4_0, got '",
+             quantize, "'");
+    set_default_load_options(LoadOptions{quantize == "none" ? "" : quantize});
+  }
   return out;
 }
 }  // namespace

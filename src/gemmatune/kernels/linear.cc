@@ -15,10 +15,7 @@ namespace linear_detail {
 namespace {
 
 // Row r of w as floats into `out` (k entries).
-inline void load_row(const Weight2D& w, int64_t r, float* out) {
-  const size_t es = dtype_size(w.dtype);
-  to_f32(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(r) * size_t(w.k) * es, out, size_t(w.k));
-}
+inline void load_row(const Weight2D& w, int64_t r, float* out) { weight_rows_to_f32(w, r, 1, out); }
 
 void reference_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx,
                        int64_t ldy) {
@@ -55,6 +52,10 @@ void reference_backward_input(const float* dy, int64_t m, const Weight2D& w, flo
 
 void check_weight(const Weight2D& w, const char* fn) {
   GT_CHECK(w.data != nullptr || w.n * w.k == 0, fn, ": weight '", w.name, "' has no data");
+  if (w.quantized()) {
+    GT_CHECK(w.k % 32 == 0, fn, ": quantized weight '", w.name, "' has k=", w.k, ", not a multiple of 32");
+    return;
+  }
   GT_CHECK(w.dtype == DType::F32 || w.dtype == DType::BF16 || w.dtype == DType::F16, fn, ": weight '", w.name,
            "' has dtype ", dtype_name(w.dtype), ", expected F32, BF16 or F16");
 }
@@ -81,6 +82,7 @@ void linear_path(Path p, const float* x, int64_t m, const Weight2D& w, float* y,
            " are smaller than k=", w.k, ", n=", w.n);
   if (m <= 0 || w.n <= 0) return;
   if (p == Path::Auto) p = m <= kGemvMaxM ? Path::Gemv : Path::Gemm;
+  if (w.quantized() && p == Path::OneDnn) p = Path::Gemm;  // no oneDNN path for blocks
   switch (p) {
     case Path::Gemv: return gemv_forward(x, m, w, y, accumulate, ldx, ldy);
     case Path::Gemm: return gemm_forward(x, m, w, y, accumulate, ldx, ldy);
@@ -92,6 +94,7 @@ void linear_path(Path p, const float* x, int64_t m, const Weight2D& w, float* y,
 void linear_backward_input_path(Path p, const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate) {
   check_weight(w, "linear_backward_input");
   if (m <= 0 || w.k <= 0) return;
+  if (w.quantized() && p == Path::OneDnn) p = Path::Gemm;
   switch (p) {
     case Path::Auto:
     case Path::Gemv:

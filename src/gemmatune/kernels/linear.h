@@ -28,17 +28,38 @@ namespace gemm {
 enum class Isa : int;
 }
 
+// Storage of a frozen weight: dense (dtype F32/BF16/F16) or ggml blocks packed per row (dtype U8;
+// each row is k/32 blocks; docs/QUANTIZATION.md):
+//   Q8_0: 34-byte blocks: f16 scale d, 32 x int8 q;  w = d * q
+//   Q4_0: 18-byte blocks: f16 scale d, 16 bytes;      w = d * (nibble - 8); byte j holds value j
+//         (low nibble) and value j + 16 (high nibble).
+enum class WFormat : uint8_t { Dense = 0, Q8_0 = 1, Q4_0 = 2 };
+const char* wformat_name(WFormat f);  // "dense", "q8_0", "q4_0"
+// Bytes of one row of k values in format f (dense: k * dtype_size(dt)); k % 32 == 0 for blocks.
+size_t wformat_row_bytes(WFormat f, DType dt, int64_t k);
+
 struct Weight2D {
   std::string name;
   DType dtype = DType::F32;
-  const void* data = nullptr;  // row-major [n, k]
+  const void* data = nullptr;  // row-major [n, k] (dense) or n rows of packed blocks
   int64_t n = 0;               // output features (rows)
   int64_t k = 0;               // input features (columns)
+  WFormat format = WFormat::Dense;
 
   bool empty() const { return data == nullptr; }
-  size_t bytes() const { return size_t(n) * size_t(k) * dtype_size(dtype); }
+  bool quantized() const { return format != WFormat::Dense; }
+  size_t row_bytes() const { return wformat_row_bytes(format, dtype, k); }
+  size_t bytes() const { return size_t(n) * row_bytes(); }
 };
 
+// Rows [r0, r0 + nr) of w as f32 into out[nr, w.k] (dequantized for block formats: d * q in f32,
+// exactly ggml's dequantization).
+void weight_rows_to_f32(const Weight2D& w, int64_t r0, int64_t nr, float* out);
+
+// Quantized weights (Q8_0/Q4_0) compute what f32 math computes on the dequantized weight, up to
+// the f32 summation order: decode GEMV over the blocks (kernels/linear_quant.cc, AVX-512 variant
+// in kernels/x86/gemv_q_avx512.cc), GEMM and backward-input on row panels dequantized to f32
+// (a bounded scratch, never the whole weight) fed to the f32 GEMM.
 // y = x Wᵀ, or y += x Wᵀ when `accumulate`. x is [m, w.k] with row stride `ldx` (0 = w.k),
 // y is [m, w.n] with row stride `ldy` (0 = w.n). Threads: the caller's OpenMP setting.
 void linear(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate = false,
@@ -79,6 +100,14 @@ void gemm_forward_isa(gemm::Isa isa, const float* x, int64_t m, const Weight2D& 
 void gemm_backward_input_isa(gemm::Isa isa, const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate);
 void onednn_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx, int64_t ldy);
 void onednn_backward_input(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate);
+// Quantized weights (kernels/linear_quant.cc).
+// isa: -1 = the CPU's best (AVX-512 when present), 0 = AVX2, 1 = AVX-512 (fails if absent).
+void gemv_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx,
+                        int64_t ldy, int isa = -1);
+bool gemv_quant_avx512_supported();
+void gemm_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx,
+                        int64_t ldy);
+void gemm_backward_input_quant(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate);
 
 }  // namespace linear_detail
 }  // namespace gt

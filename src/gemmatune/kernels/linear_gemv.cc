@@ -245,6 +245,7 @@ void gemv_typed(const float* x, int64_t m, const Weight2D& w, float* y, bool acc
 
 
 void gemv_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx, int64_t ldy) {
+  if (w.quantized()) return gemv_forward_quant(x, m, w, y, accumulate, ldx, ldy);
   if (ldx == 0) ldx = w.k;
   if (ldy == 0) ldy = w.n;
   if (m <= 0 || w.n <= 0) return;

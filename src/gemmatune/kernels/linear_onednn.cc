@@ -100,7 +100,7 @@ void onednn_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool
                     int64_t ldy) {
   if (ldx == 0) ldx = w.k;
   if (ldy == 0) ldy = w.n;
-  if (m <= 0 || w.n <= 0 || w.k <= 0) return gemm_forward(x, m, w, y, accumulate, ldx, ldy);
+  if (m <= 0 || w.n <= 0 || w.k <= 0 || w.quantized()) return gemm_forward(x, m, w, y, accumulate, ldx, ldy);
   if (w.dtype == DType::F32)
     return matmul_f32(x, m, w.k, ldx, static_cast<const float*>(w.data), w.n, true, w.k, y, ldy, accumulate);
   const int64_t ch = chunk_rows(w);
@@ -112,7 +112,7 @@ void onednn_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool
 }
 
 void onednn_backward_input(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate) {
-  if (m <= 0 || w.n <= 0 || w.k <= 0) return gemm_backward_input(dy, m, w, dx, accumulate);
+  if (m <= 0 || w.n <= 0 || w.k <= 0 || w.quantized()) return gemm_backward_input(dy, m, w, dx, accumulate);
   if (w.dtype == DType::F32)
     return matmul_f32(dy, m, w.n, w.n, static_cast<const float*>(w.data), w.k, false, w.k, dx, w.k, accumulate);
   const int64_t ch = chunk_rows(w);

@@ -130,11 +130,10 @@ void Decoder::embed(int64_t T) {
   const int64_t H = c.hidden_size;
   // E[id] * scale (the scale rounded to the table's dtype, as transformers does).
   float* h = sized(h_, T * H);
-  const size_t es = dtype_size(w.embed.dtype);
   for (int64_t t = 0; t < T; ++t) {
     const int32_t id = ids_[size_t(t)];
     if (id < 0 || id >= w.embed.n) fail("token id ", id, " is outside the vocabulary (", w.embed.n, " rows)");
-    to_f32(w.embed.dtype, static_cast<const uint8_t*>(w.embed.data) + size_t(id) * size_t(H) * es, h + t * H, size_t(H));
+    weight_rows_to_f32(w.embed, id, 1, h + t * H);  // dense or quantized table
     for (int64_t j = 0; j < H; ++j) h[t * H + j] *= w.embed_scale;
   }
   if (c.family == Family::Gemma4 && c.hidden_size_per_layer_input > 0) ple_inputs(T);

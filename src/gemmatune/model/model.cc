@@ -1,8 +1,16 @@
 #include "gemmatune/model/model.h"
 
-#include <cmath>
+#include <omp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "gemmatune/quant/blocks.h"
 #include "gemmatune/util/error.h"
+#include "gemmatune/util/fs.h"
 
 namespace gt {
 
@@ -28,14 +36,93 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return o + "]";
 }
 
+WFormat wformat_of(const std::string& t, const std::string& where) {
+  if (t == "q8_0") return WFormat::Q8_0;
+  if (t == "q4_0") return WFormat::Q4_0;
+  fail(where, ": unknown quantization type '", t, "' (expected q8_0 or q4_0)");
+}
+
+quant::BlockType block_of(WFormat f) { return f == WFormat::Q8_0 ? quant::BlockType::Q8_0 : quant::BlockType::Q4_0; }
+
+// The blocks of a quantized folder: config.json "quantization_config" (docs/QUANTIZATION.md).
+struct QuantFolder {
+  struct Entry {
+    WFormat format = WFormat::Dense;
+    std::vector<int64_t> shape;  // logical shape (the stored U8 tensor has the last dim in bytes)
+  };
+  std::map<std::string, Entry> tensors;
+  DType source_dtype = DType::F32;
+};
+
+QuantFolder read_quant_config(const std::string& dir) {
+  QuantFolder q;
+  const std::string path = dir + "/config.json";
+  if (!file_exists(path)) return q;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(path));
+  } catch (const std::exception&) {
+    return q;  // load_config already reported a broken config
+  }
+  if (!j.is_object() || !j.contains("quantization_config")) return q;
+  const auto& qc = j["quantization_config"];
+  const std::string where = path + ": quantization_config";
+  if (!qc.is_object() || qc.value("quant_method", "") != "gemmatune")
+    fail(where, ": expected an object with \"quant_method\": \"gemmatune\" (this reader does not load other "
+         "quantization methods)");
+  if (qc.contains("source_dtype") && !dtype_from_name(qc["source_dtype"].get<std::string>(), &q.source_dtype))
+    fail(where, ".source_dtype: expected F32, BF16 or F16");
+  if (!qc.contains("tensors") || !qc["tensors"].is_object()) fail(where, ".tensors: expected an object");
+  for (const auto& [name, e] : qc["tensors"].items()) {
+    if (!e.is_object() || !e.contains("type") || !e.contains("shape") || !e["type"].is_string() || !e["shape"].is_array())
+      fail(where, ".tensors[\"", name, "\"]: expected {\"type\": \"q8_0\"|\"q4_0\", \"shape\": [...]}");
+    QuantFolder::Entry en;
+    en.format = wformat_of(e["type"].get<std::string>(), where + ".tensors[\"" + name + "\"]");
+    for (const auto& d : e["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() <= 0)
+        fail(where, ".tensors[\"", name, "\"].shape: expected positive integers");
+      en.shape.push_back(d.get<int64_t>());
+    }
+    q.tensors[name] = en;
+  }
+  return q;
+}
+
+// Releases the resident pages of a mapped range (after its tensor was quantized into a copy).
+void release_pages(const void* p, size_t n) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t a = (uintptr_t(p) + page - 1) / page * page, b = (uintptr_t(p) + n) / page * page;
+  if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
+}
+
+// A loaded 2-D or 3-D weight: dense view or blocks (stored or quantized now).
+struct WeightData {
+  std::string name;
+  DType dtype = DType::F32;
+  WFormat format = WFormat::Dense;
+  const uint8_t* data = nullptr;
+  int64_t rows = 0, k = 0;  // rows = product of all but the last dim
+
+  Weight2D slice(const std::string& nm, int64_t r0, int64_t nr) const {
+    Weight2D w;
+    w.name = nm;
+    w.dtype = dtype;
+    w.format = format;
+    w.k = k;
+    w.n = nr;
+    w.data = data + size_t(r0) * wformat_row_bytes(format, dtype, k);
+    return w;
+  }
+};
+
 class Loader {
  public:
-  Loader(const TensorStore& s, const std::string& prefix, const std::string& cfg_origin)
-      : s_(s), p_(prefix), origin_(cfg_origin) {}
+  Loader(const TensorStore& s, const std::string& prefix, const std::string& cfg_origin, const QuantFolder& qf,
+         WFormat load_q, std::vector<std::shared_ptr<std::vector<uint8_t>>>* owned, size_t* replaced)
+      : s_(s), p_(prefix), origin_(cfg_origin), qf_(qf), load_q_(load_q), owned_(owned), replaced_(replaced) {}
 
   const TensorView& tensor(const std::string& name, const std::vector<int64_t>& shape, const char* why) {
-    const TensorView* v = s_.find(p_ + name);
-    if (!v) fail(s_.where(), ": missing tensor '", p_ + name, "' (", why, ")");
+    const TensorView* v = find(name, why);
     if (v->shape != shape)
       fail(v->file, ": tensor '", v->name, "' has shape ", v->shape_str(), ", expected ", shape_str(shape), " (", why,
            ", from ", origin_, ")");
@@ -45,15 +132,70 @@ class Loader {
   }
   bool has(const std::string& name) const { return s_.has(p_ + name); }
 
+  // A weight of logical `shape` (2-D or 3-D): dense, stored blocks, or quantized now.
+  WeightData weight(const std::string& name, const std::vector<int64_t>& shape, const char* why) {
+    const TensorView* v = find(name, why);
+    WeightData d;
+    d.name = v->name;
+    d.k = shape.back();
+    d.rows = 1;
+    for (size_t i = 0; i + 1 < shape.size(); ++i) d.rows *= shape[i];
+    auto q = qf_.tensors.find(v->name);
+    if (q != qf_.tensors.end()) {
+      if (q->second.shape != shape)
+        fail(origin_, ": quantization_config.tensors[\"", v->name, "\"].shape is ", shape_str(q->second.shape),
+             ", expected ", shape_str(shape), " (", why, ")");
+      if (d.k % 32 != 0) fail(origin_, ": quantized tensor '", v->name, "' has a last dimension ", d.k, ", not a multiple of 32");
+      std::vector<int64_t> stored = shape;
+      stored.back() = int64_t(wformat_row_bytes(q->second.format, DType::U8, d.k));
+      if (v->dtype != DType::U8 || v->shape != stored)
+        fail(v->file, ": tensor '", v->name, "' is ", dtype_name(v->dtype), " ", v->shape_str(), ", expected U8 ",
+             shape_str(stored), " (", wformat_name(q->second.format), " blocks of ", shape_str(shape), ")");
+      if (load_q_ != WFormat::Dense && load_q_ != q->second.format)
+        fail(v->file, ": tensor '", v->name, "' is stored as ", wformat_name(q->second.format),
+             "; --quantize ", wformat_name(load_q_), " cannot re-quantize it (quantize from the dense model)");
+      d.dtype = DType::U8;
+      d.format = q->second.format;
+      d.data = static_cast<const uint8_t*>(v->data);
+      return d;
+    }
+    tensor(name, shape, why);
+    d.dtype = v->dtype;
+    d.data = static_cast<const uint8_t*>(v->data);
+    if (load_q_ != WFormat::Dense && quant::quantize_policy(v->name, shape)) {
+      const size_t rb = wformat_row_bytes(load_q_, DType::U8, d.k);
+      auto buf = std::make_shared<std::vector<uint8_t>>(size_t(d.rows) * rb);
+      const size_t es = dtype_size(v->dtype);
+      const quant::BlockType bt = block_of(load_q_);
+      const int64_t rows = d.rows, k = d.k;
+      const uint8_t* src = d.data;
+      uint8_t* dst = buf->data();
+#pragma omp parallel
+      {
+        std::vector<float> row(static_cast<size_t>(k));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+          to_f32(v->dtype, src + size_t(r) * size_t(k) * es, row.data(), size_t(k));
+          quant::quantize(bt, row.data(), k, dst + size_t(r) * rb);
+        }
+      }
+      release_pages(v->data, v->nbytes);
+      *replaced_ += v->nbytes;
+      owned_->push_back(buf);
+      d.dtype = DType::U8;
+      d.format = load_q_;
+      d.data = buf->data();
+      quantized_src_[v->name] = v->dtype;
+    }
+    return d;
+  }
+
   Weight2D matrix(const std::string& name, int64_t n, int64_t k, const char* why) {
-    const TensorView& v = tensor(name, {n, k}, why);
-    Weight2D w;
-    w.name = v.name;
-    w.dtype = v.dtype;
-    w.data = v.data;
-    w.n = n;
-    w.k = k;
-    return w;
+    auto it = done_.find(p_ + name);
+    if (it != done_.end()) return it->second.slice(it->second.name, 0, n);
+    WeightData d = weight(name, {n, k}, why);
+    done_[p_ + name] = d;
+    return d.slice(d.name, 0, n);
   }
   std::vector<float> vec(const std::string& name, int64_t n, const char* why) {
     return tensor(name, {n}, why).to_floats();
@@ -64,10 +206,28 @@ class Loader {
       for (auto& x : v) x = 1.0f + x;
     return v;
   }
+  // Dtype the embedding had before quantization (for the embedding scale's rounding).
+  DType source_dtype(const std::string& full_name, DType stored) const {
+    auto it = quantized_src_.find(full_name);
+    if (it != quantized_src_.end()) return it->second;
+    if (qf_.tensors.count(full_name)) return qf_.source_dtype;
+    return stored;
+  }
 
  private:
+  const TensorView* find(const std::string& name, const char* why) const {
+    const TensorView* v = s_.find(p_ + name);
+    if (!v) fail(s_.where(), ": missing tensor '", p_ + name, "' (", why, ")");
+    return v;
+  }
   const TensorStore& s_;
   std::string p_, origin_;
+  const QuantFolder& qf_;
+  WFormat load_q_;
+  std::vector<std::shared_ptr<std::vector<uint8_t>>>* owned_;
+  size_t* replaced_;
+  std::map<std::string, WeightData> done_;
+  std::map<std::string, DType> quantized_src_;
 };
 
 }  // namespace
@@ -99,11 +259,26 @@ std::vector<LayerSpec> build_layer_specs(const ModelConfig& c) {
   return specs;
 }
 
-Model Model::load(const std::string& dir) {
+namespace {
+LoadOptions& default_opts() {
+  static LoadOptions o;
+  return o;
+}
+}  // namespace
+
+void set_default_load_options(const LoadOptions& o) { default_opts() = o; }
+const LoadOptions& default_load_options() { return default_opts(); }
+
+Model Model::load(const std::string& dir) { return load(dir, default_opts()); }
+
+Model Model::load(const std::string& dir, const LoadOptions& opt) {
   Model m;
   m.dir_ = dir;
   m.cfg_ = load_config(dir);
   m.store_ = TensorStore::open_folder(dir);
+  const QuantFolder qf = read_quant_config(dir);
+  WFormat load_q = WFormat::Dense;
+  if (!opt.quantize.empty() && opt.quantize != "none") load_q = wformat_of(opt.quantize, "--quantize");
   const ModelConfig& c = m.cfg_;
   const bool g4 = c.family == Family::Gemma4;
   for (const char* p : {"model.language_model.", "language_model.model.", "model."})
@@ -115,7 +290,7 @@ Model Model::load(const std::string& dir) {
     fail(m.store_.where(), ": no embedding tensor found (looked for model.language_model.embed_tokens.weight, "
          "language_model.model.embed_tokens.weight, model.embed_tokens.weight)");
   m.specs_ = build_layer_specs(c);
-  Loader L(m.store_, m.prefix_, c.origin);
+  Loader L(m.store_, m.prefix_, c.origin, qf, load_q, &m.owned_, &m.replaced_bytes_);
   const int64_t H = c.hidden_size, V = c.vocab_size;
   ModelWeights& w = m.w_;
   w.embed = L.matrix("embed_tokens.weight", V, H, "vocab_size x hidden_size");
@@ -125,13 +300,15 @@ Model Model::load(const std::string& dir) {
     for (const char* n : {"lm_head.weight", "language_model.lm_head.weight"})
       if (m.store_.has(n)) head_name = n;
     if (head_name.empty()) fail(m.store_.where(), ": tie_word_embeddings is false but no lm_head.weight is stored");
-    Loader top(m.store_, "", c.origin);
+    Loader top(m.store_, "", c.origin, qf, load_q, &m.owned_, &m.replaced_bytes_);
     w.lm_head = top.matrix(head_name, V, H, "untied LM head: vocab_size x hidden_size");
   }
   // transformers multiplies by sqrt(H) cast to the embedding's dtype.
+  // A quantized table keeps the rounding of the dtype it was quantized from.
+  const DType edt = L.source_dtype(w.embed.name, w.embed.dtype);
   float sq = std::sqrt(float(H));
-  if (w.embed.dtype == DType::BF16) sq = bf16_to_f32(f32_to_bf16(sq));
-  if (w.embed.dtype == DType::F16) sq = f16_to_f32(f32_to_f16(sq));
+  if (edt == DType::BF16) sq = bf16_to_f32(f32_to_bf16(sq));
+  if (edt == DType::F16) sq = f16_to_f32(f32_to_f16(sq));
   w.embed_scale = sq;
   w.final_norm = L.norm("norm.weight", H, !g4);
 
@@ -173,14 +350,13 @@ Model Model::load(const std::string& dir) {
       lw.router = L.matrix(p + "router.proj.weight", E, H, "num_experts x hidden_size");
       lw.router_scale = L.vec(p + "router.scale", H, "router scale");
       lw.per_expert_scale = L.vec(p + "router.per_expert_scale", E, "router per_expert_scale");
-      const TensorView& gu = L.tensor(p + "experts.gate_up_proj", {E, 2 * Im, H}, "num_experts x 2*moe_intermediate_size x hidden_size");
-      const TensorView& dn = L.tensor(p + "experts.down_proj", {E, H, Im}, "num_experts x hidden_size x moe_intermediate_size");
+      // Quantized per expert: each expert's rows are whole blocks of its own.
+      const WeightData gu = L.weight(p + "experts.gate_up_proj", {E, 2 * Im, H}, "num_experts x 2*moe_intermediate_size x hidden_size");
+      const WeightData dn = L.weight(p + "experts.down_proj", {E, H, Im}, "num_experts x hidden_size x moe_intermediate_size");
       for (int64_t e = 0; e < E; ++e) {
         ExpertWeights ew;
-        ew.gate_up = Weight2D{gu.name + "[" + std::to_string(e) + "]", gu.dtype,
-                              static_cast<const uint8_t*>(gu.data) + size_t(e * 2 * Im * H) * dtype_size(gu.dtype), 2 * Im, H};
-        ew.down = Weight2D{dn.name + "[" + std::to_string(e) + "]", dn.dtype,
-                           static_cast<const uint8_t*>(dn.data) + size_t(e * H * Im) * dtype_size(dn.dtype), H, Im};
+        ew.gate_up = gu.slice(gu.name + "[" + std::to_string(e) + "]", e * 2 * Im, 2 * Im);
+        ew.down = dn.slice(dn.name + "[" + std::to_string(e) + "]", e * H, H);
         lw.experts.push_back(std::move(ew));
       }
       lw.pre_ff_norm_2 = L.norm(p + "pre_feedforward_layernorm_2.weight", H, false);
@@ -198,7 +374,7 @@ Model Model::load(const std::string& dir) {
 }
 
 size_t Model::decode_bytes_per_token() const {
-  size_t b = w_.lm_head.bytes() + size_t(cfg_.hidden_size) * dtype_size(w_.embed.dtype);
+  size_t b = w_.lm_head.bytes() + w_.embed.row_bytes();
   for (size_t i = 0; i < w_.layers.size(); ++i) {
     const LayerWeights& l = w_.layers[i];
     for (const Weight2D* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down, &l.router, &l.ple_gate, &l.ple_proj})
@@ -214,7 +390,23 @@ size_t Model::decode_bytes_per_token() const {
 size_t Model::weight_bytes() const {
   size_t b = 0;
   for (const auto& n : store_.names()) b += store_.get(n).nbytes;
-  return b;
+  for (const auto& o : owned_) b += o->size();
+  return b - replaced_bytes_;
+}
+
+std::string Model::quantization() const {
+  std::string q;
+  auto add = [&](const Weight2D& w) {
+    if (w.quantized() && q.find(wformat_name(w.format)) == std::string::npos)
+      q += std::string(q.empty() ? "" : ",") + wformat_name(w.format);
+  };
+  add(w_.embed);
+  add(w_.lm_head);
+  for (const auto& l : w_.layers) {
+    for (const Weight2D* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) add(*x);
+    for (const auto& e : l.experts) add(e.gate_up), add(e.down);
+  }
+  return q;
 }
 
 }  // namespace gt

@@ -2,6 +2,7 @@
 // weights as views into the memory-mapped checkpoint.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -64,9 +65,19 @@ struct ModelWeights {
   float ple_embed_scale = 1.0f;
 };
 
+struct LoadOptions {
+  // "" (as stored) | "q8_0" | "q4_0": quantize the dense weights the policy selects
+  // (quant::quantize_policy) while loading, as bitsandbytes' load_in_4bit does. The quantized
+  // copies are owned by the Model; the mapped dense pages are released.
+  std::string quantize;
+};
+
 class Model {
  public:
-  // Loads config.json (+ generation_config.json) and the safetensors of a model folder.
+  // Loads config.json (+ generation_config.json) and the safetensors of a model folder. A folder
+  // written by `gemmatune quantize` (config.json "quantization_config") holds U8 block tensors.
+  static Model load(const std::string& dir, const LoadOptions& opt);
+  // The same with the process-wide options (set_default_load_options; the global --quantize).
   static Model load(const std::string& dir);
 
   const ModelConfig& config() const { return cfg_; }
@@ -78,6 +89,8 @@ class Model {
   // Bytes of frozen weights read to decode one token (all projections + LM head + the embedding row).
   size_t decode_bytes_per_token() const;
   size_t weight_bytes() const;
+  // "" when every weight is dense, else the block format(s) of the quantized weights ("q4_0").
+  std::string quantization() const;
 
  private:
   std::string dir_, prefix_;
@@ -85,8 +98,16 @@ class Model {
   TensorStore store_;
   ModelWeights w_;
   std::vector<LayerSpec> specs_;
+  // Weights quantized at load time (shared: copies of a Model point at the same blocks).
+  std::vector<std::shared_ptr<std::vector<uint8_t>>> owned_;
+  size_t replaced_bytes_ = 0;  // stored bytes of the tensors replaced by owned_ copies
 };
 
 std::vector<LayerSpec> build_layer_specs(const ModelConfig& c);
+
+// Process-wide load options used by Model::load(dir): set once by the CLI's global --quantize
+// (cli/commands.cc) so that generate, chat, bench, plan, train and serve all honour it.
+void set_default_load_options(const LoadOptions& o);
+const LoadOptions& default_load_options();
 
 }  // namespace gt

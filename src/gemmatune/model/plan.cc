@@ -6,6 +6,7 @@
 
 #include "gemmatune/kernels/cross_entropy.h"
 #include "gemmatune/model/kv_cache.h"
+#include "gemmatune/quant/blocks.h"
 #include "gemmatune/util/error.h"
 
 namespace gt {
@@ -18,20 +19,46 @@ std::string gb(size_t b) {
 }
 }  // namespace
 
+// Bytes of w once quantized to q by the policy (its stored bytes when q is Dense, w is already in
+// blocks, or the policy keeps it).
+size_t planned_bytes(const Weight2D& w, WFormat q) {
+  if (q == WFormat::Dense || w.quantized() || w.empty()) return w.bytes();
+  std::string name = w.name;
+  std::vector<int64_t> shape = {w.n, w.k};
+  if (const auto b = name.find('['); b != std::string::npos) {  // one expert of a 3-D tensor
+    name = name.substr(0, b);
+    shape = {1, w.n, w.k};
+  }
+  if (!quant::quantize_policy(name, shape)) return w.bytes();
+  return size_t(w.n) * wformat_row_bytes(q, DType::U8, w.k);
+}
+
 MemoryPlan plan_memory(const Model& m, const PlanInput& in) {
   const ModelConfig& c = m.config();
   const ModelWeights& w = m.weights();
   MemoryPlan p;
   p.weights_total = m.weight_bytes();
+  if (in.quantize != WFormat::Dense) {  // replace the policy's tensors by their block size
+    auto swap = [&](const Weight2D& x) { p.weights_total = p.weights_total - x.bytes() + planned_bytes(x, in.quantize); };
+    swap(w.embed);
+    if (w.lm_head.data != w.embed.data) swap(w.lm_head);
+    for (const auto& l : w.layers) {
+      for (const Weight2D* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
+        if (!x->empty()) swap(*x);
+      for (const auto& e : l.experts) swap(e.gate_up), swap(e.down);
+    }
+  }
   // The per-layer-embedding table is read one row per token: it stays mapped, mostly cold.
   p.weights_cold = w.ple_embed.empty() ? 0 : w.ple_embed.bytes();
   p.weights_resident = p.weights_total - p.weights_cold;
   // Tensors stored but never read (e.g. k/v of KV-shared layers) are not resident either.
-  size_t used = w.embed.bytes() + (w.lm_head.data == w.embed.data ? 0 : w.lm_head.bytes()) + w.ple_model_proj.bytes();
+  const WFormat q = in.quantize;
+  size_t used = planned_bytes(w.embed, q) + (w.lm_head.data == w.embed.data ? 0 : planned_bytes(w.lm_head, q)) +
+                w.ple_model_proj.bytes();
   for (const auto& l : w.layers) {
     for (const Weight2D* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down, &l.router, &l.ple_gate, &l.ple_proj})
-      if (!x->empty()) used += x->bytes();
-    for (const auto& e : l.experts) used += e.gate_up.bytes() + e.down.bytes();
+      if (!x->empty()) used += planned_bytes(*x, q);
+    for (const auto& e : l.experts) used += planned_bytes(e.gate_up, q) + planned_bytes(e.down, q);
   }
   p.weights_resident = std::min(p.weights_resident, used + size_t(c.num_layers) * size_t(c.hidden_size) * 64);
 
@@ -52,7 +79,11 @@ MemoryPlan plan_memory(const Model& m, const PlanInput& in) {
   p.activations = size_t(floats) * 4;
   if (in.train) {
     // Saved activations for the backward pass (~ every layer's inputs), and a loss chunk.
-    p.activations += size_t(T) * size_t(c.num_layers) * size_t(4 * c.hidden_size + 2 * max_q + 3 * max_i) * 4;
+    const size_t per_layer = size_t(T) * size_t(4 * c.hidden_size + 2 * max_q + 3 * max_i) * 4;
+    if (in.checkpointing)  // layer inputs [T, H] for every layer + one layer's saved activations
+      p.activations += size_t(T) * size_t(c.num_layers) * size_t(c.hidden_size) * 4 + per_layer;
+    else
+      p.activations += size_t(c.num_layers) * per_layer;
     p.activations += size_t(std::min<int64_t>(T, kLossChunkRows)) * size_t(m.vocab_rows()) * 4;  // the loss's logit chunk
     size_t lora_params = size_t(std::max<int64_t>(in.lora_params, 0));
     if (in.lora_params <= 0)

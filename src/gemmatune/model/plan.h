@@ -17,6 +17,9 @@ struct PlanInput {
   int64_t lora_rank = kDefaultLoraRank;  // for --train: rank on every attention and MLP projection
   int64_t lora_params = 0;     // for --train: when > 0, the exact LoRA parameter count (rank_pattern and
                                // targets included), used instead of lora_rank
+  bool checkpointing = false;  // for --train: only each layer's input is kept; one layer is recomputed at a time
+  WFormat quantize = WFormat::Dense;  // plan the dense model as if loaded with --quantize (the policy's
+                                      // tensors counted in blocks) without quantizing anything
 };
 
 struct MemoryPlan {

@@ -138,4 +138,31 @@ void dequantize(BlockType t, const uint8_t* in, int64_t n, float* y) {
   }
 }
 
+void quantize(BlockType t, const float* x, int64_t n, uint8_t* out) {
+  switch (t) {
+    case BlockType::Q8_0: return quantize_q8_0(x, n, out);
+    case BlockType::Q4_0: return quantize_q4_0(x, n, out);
+    default: fail("quantize: ", block_info(t).name, " quantization is not implemented (dequantize only)");
+  }
+}
+
+namespace {
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+}  // namespace
+
+bool quantize_policy(const std::string& name, const std::vector<int64_t>& shape) {
+  if (shape.size() < 2 || shape.size() > 3 || shape.back() % 32 != 0 || shape.back() == 0) return false;
+  for (const char* tower : {"vision", "audio", "multi_modal", "per_layer"})
+    if (name.find(tower) != std::string::npos) return false;
+  if (shape.size() == 3) return ends_with(name, "experts.gate_up_proj") || ends_with(name, "experts.down_proj");
+  if (ends_with(name, "embed_tokens.weight") || ends_with(name, "lm_head.weight")) return true;
+  if (name.find("layers.") == std::string::npos || name.find("router") != std::string::npos) return false;
+  for (const char* p : {".q_proj.weight", ".k_proj.weight", ".v_proj.weight", ".o_proj.weight", ".gate_proj.weight",
+                        ".up_proj.weight", ".down_proj.weight"})
+    if (ends_with(name, p)) return true;
+  return false;
+}
+
 }  // namespace gt::quant

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace gt::quant {
 
@@ -37,5 +38,13 @@ void dequantize_q8_0(const uint8_t* in, int64_t n, float* y);
 void dequantize_q4_0(const uint8_t* in, int64_t n, float* y);
 void dequantize_q4_k(const uint8_t* in, int64_t n, float* y);  // n a multiple of 256
 void dequantize(BlockType t, const uint8_t* in, int64_t n, float* y);
+void quantize(BlockType t, const float* x, int64_t n, uint8_t* out);  // Q8_0 / Q4_0
+
+// The quantization policy (docs/QUANTIZATION.md): whether a checkpoint tensor (HF name, shape) is
+// stored in blocks. Quantized: the language model's linear projections (q/k/v/o, gate/up/down, MoE
+// experts per expert) and the token embedding / LM head (tied or not), when their last dimension
+// is a multiple of 32. Kept as stored: norms, scalars, the MoE router, the per-layer-embedding
+// tables and projections (Gemma 4 PLE), vision/audio towers, anything else.
+bool quantize_policy(const std::string& name, const std::vector<int64_t>& shape);
 
 }  // namespace gt::quant

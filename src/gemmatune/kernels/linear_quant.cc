@@ -1,0 +1,334 @@
+// Linear layers over quantized weights (Q8_0 / Q4_0 blocks packed per row; see linear.h).
+//
+// Contract: every path computes what f32 math computes on the dequantized weight (w = d * q in
+// f32, exactly ggml's dequantization), differing only in the f32 summation order:
+//  * decode GEMV (m <= kGemvMaxM): streams the blocks once; per block the 32 products x·q are
+//    summed in f32 and multiplied by the block scale (d · Σ x q instead of Σ x (d q): one more
+//    rounding per block, the same f32 math). AVX2 here; an AVX-512 variant in
+//    kernels/x86/gemv_q_avx512.cc is used when the CPU has AVX-512 (chosen at run time).
+//  * prefill / training GEMM and the backward-input product: row panels of kPanelRows rows are
+//    dequantized to f32 into a per-thread scratch (kPanelRows x k floats, never the whole weight)
+//    and fed to the f32 GEMM of kernels/gemm.h. The backward panels follow the GEMM's own cut of
+//    the reduction (equal blocks of <= KC = 256), so the forward AND the backward-input results are
+//    bit-identical to the f32 GEMM on a dequantized f32 copy of the weight.
+//    (Measured alternative, llama.cpp's int8 activations quantized per block: not kept, see
+//    docs/QUANTIZATION.md.)
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gemmatune/kernels/gemm.h"
+#include "gemmatune/kernels/linear.h"
+#include "gemmatune/util/cpu.h"
+#include "gemmatune/util/error.h"
+
+namespace gt {
+
+namespace gemm::x86 {
+// kernels/x86/gemv_q_avx512.cc (AVX-512 F/BW/VL/DQ; called only after the CPUID check).
+void gemv_q_avx512(int format, const uint8_t* w, size_t row_bytes, int64_t k, int64_t j0, int64_t j1,
+                   const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, bool accumulate);
+}  // namespace gemm::x86
+
+const char* wformat_name(WFormat f) {
+  switch (f) {
+    case WFormat::Dense: return "dense";
+    case WFormat::Q8_0: return "q8_0";
+    case WFormat::Q4_0: return "q4_0";
+  }
+  return "?";
+}
+
+size_t wformat_row_bytes(WFormat f, DType dt, int64_t k) {
+  switch (f) {
+    case WFormat::Q8_0: return size_t(k / 32) * 34;
+    case WFormat::Q4_0: return size_t(k / 32) * 18;
+    default: return size_t(k) * dtype_size(dt);
+  }
+}
+
+namespace {
+
+inline float scale_of(const uint8_t* blk) {
+  uint16_t h;
+  std::memcpy(&h, blk, 2);
+  return _cvtsh_ss(h);
+}
+
+// One block as 32 floats q (Q8_0: q, Q4_0: nibble - 8) in 4 ymm, natural order.
+struct BlockQ8 {
+  static constexpr size_t kBytes = 34;
+  static inline void load(const uint8_t* blk, __m256 (&w)[4]) {
+    const uint8_t* q = blk + 2;
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i)
+      w[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * i))));
+  }
+};
+
+struct BlockQ4 {
+  static constexpr size_t kBytes = 18;
+  static inline void load(const uint8_t* blk, __m256 (&w)[4]) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+    const __m128i m4 = _mm_set1_epi8(0x0f), b8 = _mm_set1_epi8(8);
+    const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), b8);                     // values 0..15
+    const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), b8);  // values 16..31
+    w[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+    w[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+    w[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+    w[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+  }
+};
+
+// Rows [0, nr) of w, blocks [b0, b1) of each, into out (row stride ldo floats).
+template <class B>
+void dequant_rows(const uint8_t* w, size_t row_bytes, int64_t b0, int64_t b1, int64_t nr, float* out, int64_t ldo) {
+  for (int64_t r = 0; r < nr; ++r) {
+    const uint8_t* row = w + size_t(r) * row_bytes;
+    float* o = out + r * ldo;
+    for (int64_t b = b0; b < b1; ++b) {
+      const uint8_t* blk = row + size_t(b) * B::kBytes;
+      __m256 q[4];
+      B::load(blk, q);
+      const __m256 d = _mm256_set1_ps(scale_of(blk));
+      for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + (b - b0) * 32 + 8 * i, _mm256_mul_ps(q[i], d));
+    }
+  }
+}
+
+// Rows [r0, r0 + nr), columns [32 b0, 32 b1) of a quantized w into out (row stride ldo).
+void dequant_slice(const Weight2D& w, int64_t r0, int64_t nr, int64_t b0, int64_t b1, float* out, int64_t ldo) {
+  const uint8_t* base = static_cast<const uint8_t*>(w.data) + size_t(r0) * w.row_bytes();
+  if (w.format == WFormat::Q8_0)
+    dequant_rows<BlockQ8>(base, w.row_bytes(), b0, b1, nr, out, ldo);
+  else
+    dequant_rows<BlockQ4>(base, w.row_bytes(), b0, b1, nr, out, ldo);
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+constexpr int64_t kPrefetch = 1024;
+
+// NR weight rows (block streams) against MB activation rows.
+template <class B, int NR, int MB>
+inline void gemv_q_block_rows(const uint8_t* const* rows, int64_t nb, const float* x, int64_t ldx, float* const* ys,
+                              int64_t ldy, bool accumulate) {
+  __m256 acc[NR][MB];
+  for (int r = 0; r < NR; ++r)
+    for (int b = 0; b < MB; ++b) acc[r][b] = _mm256_setzero_ps();
+  for (int64_t blk = 0; blk < nb; ++blk) {
+    const float* xb = x + blk * 32;
+#pragma GCC unroll 2
+    for (int r = 0; r < NR; ++r) {
+      const uint8_t* p = rows[r] + size_t(blk) * B::kBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetch, _MM_HINT_T0);
+      __m256 w[4];
+      B::load(p, w);
+      const __m256 d = _mm256_set1_ps(scale_of(p));
+#pragma GCC unroll 4
+      for (int b = 0; b < MB; ++b) {
+        const float* xp = xb + b * ldx;
+        __m256 s = _mm256_mul_ps(w[0], _mm256_loadu_ps(xp));
+        s = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xp + 8), s);
+        s = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xp + 16), s);
+        s = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xp + 24), s);
+        acc[r][b] = _mm256_fmadd_ps(s, d, acc[r][b]);
+      }
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int b = 0; b < MB; ++b) {
+      const float s = hsum(acc[r][b]);
+      float* yo = ys[r] + b * ldy;
+      *yo = accumulate ? *yo + s : s;
+    }
+}
+
+template <class B, int NR>
+inline void gemv_q_all_m(const uint8_t* const* rows, int64_t nb, const float* x, int64_t m, int64_t ldx,
+                         float* const* ys, int64_t ldy, bool accumulate) {
+  for (int64_t i = 0; i < m;) {
+    float* yi[NR];
+    for (int q = 0; q < NR; ++q) yi[q] = ys[q] + i * ldy;
+    const float* xi = x + i * ldx;
+    switch (std::min<int64_t>(m - i, 4)) {
+      case 4: gemv_q_block_rows<B, NR, 4>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 4; break;
+      case 3: gemv_q_block_rows<B, NR, 3>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 3; break;
+      case 2: gemv_q_block_rows<B, NR, 2>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 2; break;
+      default: gemv_q_block_rows<B, NR, 1>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 1; break;
+    }
+  }
+}
+
+// Rows [j0, j1): the range is cut in two halves walked side by side (two sequential streams, as
+// the dense GEMV does; see linear_gemv.cc).
+template <class B>
+void gemv_q_rows(const uint8_t* w, size_t row_bytes, int64_t k, int64_t j0, int64_t j1, const float* x, int64_t m,
+                 int64_t ldx, float* y, int64_t ldy, bool accumulate) {
+  const int64_t nb = k / 32, half = (j1 - j0) / 2;
+  for (int64_t j = j0; j < j0 + half; ++j) {
+    const uint8_t* rows[2] = {w + size_t(j) * row_bytes, w + size_t(j + half) * row_bytes};
+    float* ys[2] = {y + j, y + j + half};
+    gemv_q_all_m<B, 2>(rows, nb, x, m, ldx, ys, ldy, accumulate);
+  }
+  for (int64_t j = j0 + 2 * half; j < j1; ++j) {
+    const uint8_t* rows[1] = {w + size_t(j) * row_bytes};
+    float* ys[1] = {y + j};
+    gemv_q_all_m<B, 1>(rows, nb, x, m, ldx, ys, ldy, accumulate);
+  }
+}
+
+void check_quant(const Weight2D& w, const char* fn) {
+  GT_CHECK(w.k % 32 == 0, fn, ": quantized weight '", w.name, "' has k=", w.k, ", not a multiple of 32");
+  GT_CHECK(w.format == WFormat::Q8_0 || w.format == WFormat::Q4_0, fn, ": weight '", w.name,
+           "' has an unknown format");
+}
+
+// Rows per dequantized panel (at most): the f32 GEMM's reduction block KC (kernels/x86/gemm_avx2.cc
+// and gemm_avx512.cc both use 256), so the backward-input reduction is split where it splits it.
+constexpr int64_t kPanelRows = 256;
+
+bool use_avx512_gemv() {
+  static const int mode = [] {
+    const char* e = std::getenv("GEMMATUNE_CPU_DISABLE");
+    const bool hidden = e && std::string(e).find("avx512") != std::string::npos;
+    return cpu_info().avx512_core() && !hidden ? 1 : 0;
+  }();
+  return mode == 1;
+}
+
+}  // namespace
+
+void weight_rows_to_f32(const Weight2D& w, int64_t r0, int64_t nr, float* out) {
+  GT_CHECK(r0 >= 0 && nr >= 0 && r0 + nr <= w.n, "weight '", w.name, "': rows [", r0, ", ", r0 + nr,
+           ") out of range (", w.n, " rows)");
+  if (w.quantized()) return dequant_slice(w, r0, nr, 0, w.k / 32, out, w.k);
+  const uint8_t* base = static_cast<const uint8_t*>(w.data) + size_t(r0) * w.row_bytes();
+  to_f32(w.dtype, base, out, size_t(nr) * size_t(w.k));
+}
+
+namespace linear_detail {
+
+bool gemv_quant_avx512_supported() { return cpu_info().avx512_core(); }
+
+void gemv_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx,
+                        int64_t ldy, int isa) {
+  check_quant(w, "linear");
+  GT_CHECK(isa != 1 || cpu_info().avx512_core(), "linear: the AVX-512 quantized GEMV needs AVX-512 F/BW/VL/DQ");
+  if (ldx == 0) ldx = w.k;
+  if (ldy == 0) ldy = w.n;
+  if (m <= 0 || w.n <= 0) return;
+  if (w.k == 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < m; ++i) std::fill(y + i * ldy, y + i * ldy + w.n, 0.0f);
+    return;
+  }
+  const uint8_t* wd = static_cast<const uint8_t*>(w.data);
+  const size_t rb = w.row_bytes();
+  const int64_t n = w.n, k = w.k;
+  const bool q8 = w.format == WFormat::Q8_0;
+  const bool z = isa < 0 ? use_avx512_gemv() : isa == 1;
+  auto run = [&](int64_t j0, int64_t j1) {
+    if (z)
+      gemm::x86::gemv_q_avx512(int(w.format), wd, rb, k, j0, j1, x, m, ldx, y, ldy, accumulate);
+    else if (q8)
+      gemv_q_rows<BlockQ8>(wd, rb, k, j0, j1, x, m, ldx, y, ldy, accumulate);
+    else
+      gemv_q_rows<BlockQ4>(wd, rb, k, j0, j1, x, m, ldx, y, ldy, accumulate);
+  };
+  const int64_t bytes = int64_t(w.bytes()) * std::max<int64_t>(1, m / 4);
+  const int nt = bytes < (int64_t(64) << 10) ? 1 : int(std::min<int64_t>(omp_get_max_threads(), n));
+  if (nt == 1) return run(0, n);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+    run(n * t / tn, n * (t + 1) / tn);
+  }
+}
+
+// Threads: one parallel region per call; each thread dequantizes its own panels and runs the f32
+// GEMM on them (a nested region inside runs on that one thread), so there is no fork/join per panel.
+namespace {
+int gemm_threads(int64_t m, int64_t n, int64_t k, int64_t units) {
+  const double flops = 2.0 * double(m) * double(n) * double(k);
+  return flops < 2e6 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), units)));
+}
+}  // namespace
+
+void gemm_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx,
+                        int64_t ldy) {
+  check_quant(w, "linear");
+  if (ldx == 0) ldx = w.k;
+  if (ldy == 0) ldy = w.n;
+  if (m <= 0 || w.n <= 0) return;
+  const gemm::Isa isa = gemm::kernel_for(DType::F32);
+  // Panels of ~1 MiB of f32 (16 .. 4096 rows); each thread takes a contiguous range of rows
+  // (output columns), so the outputs are computed exactly as the f32 GEMM computes them.
+  const int64_t P = std::clamp<int64_t>((int64_t(1) << 18) / std::max<int64_t>(w.k, 1), 16, 4096);
+  auto work = [&](int64_t j0, int64_t j1) {
+    thread_local std::vector<float> buf;
+    if (buf.size() < size_t(std::min(P, j1 - j0) * w.k)) buf.resize(size_t(std::min(P, j1 - j0) * w.k));
+    for (int64_t j = j0; j < j1; j += P) {
+      const int64_t nr = std::min(P, j1 - j);
+      weight_rows_to_f32(w, j, nr, buf.data());
+      gemm::gemm(isa, x, ldx, m, DType::F32, buf.data(), w.k, /*trans=*/true, nr, w.k, y + j, ldy, accumulate);
+    }
+  };
+  const int nt = gemm_threads(m, w.n, w.k, (w.n + 15) / 16);
+  if (nt == 1) return work(0, w.n);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+    const int64_t a = w.n * t / tn / 16 * 16, b = t + 1 == tn ? w.n : w.n * (t + 1) / tn / 16 * 16;
+    if (b > a) work(a, b);
+  }
+}
+
+void gemm_backward_input_quant(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate) {
+  check_quant(w, "linear_backward_input");
+  if (m <= 0 || w.k <= 0) return;
+  if (w.n == 0) {
+    if (!accumulate) std::fill(dx, dx + m * w.k, 0.0f);
+    return;
+  }
+  // The f32 GEMM cuts a reduction of n into ceil(n / 256) equal blocks of a multiple of 8
+  // (kernels/gemm.cc, gemm_block); panels cut the same way keep its accumulation order exactly.
+  const int64_t nkb = (w.n + kPanelRows - 1) / kPanelRows;
+  const int64_t pr = std::min(kPanelRows, ((w.n + nkb - 1) / nkb + 7) / 8 * 8);
+  const gemm::Isa isa = gemm::kernel_for(DType::F32);
+  const int64_t kb = w.k / 32;
+  // Each thread owns a range of dx's columns (whole blocks) and walks all panels in order.
+  auto work = [&](int64_t b0, int64_t b1) {
+    const int64_t cols = (b1 - b0) * 32;
+    thread_local std::vector<float> buf;
+    if (buf.size() < size_t(pr * cols)) buf.resize(size_t(pr * cols));
+    for (int64_t j0 = 0; j0 < w.n; j0 += pr) {
+      const int64_t nr = std::min(pr, w.n - j0);
+      dequant_slice(w, j0, nr, b0, b1, buf.data(), cols);
+      // dx[:, cols] (+)= dy[:, j0 .. j0+nr) · W[j0 .. j0+nr, cols]
+      gemm::gemm(isa, dy + j0, w.n, m, DType::F32, buf.data(), cols, /*trans=*/false, cols, nr, dx + b0 * 32, w.k,
+                 accumulate || j0 > 0);
+    }
+  };
+  const int nt = gemm_threads(m, w.n, w.k, kb);
+  if (nt == 1) return work(0, kb);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+    const int64_t a = kb * t / tn, b = kb * (t + 1) / tn;
+    if (b > a) work(a, b);
+  }
+}
+
+}  // namespace linear_detail
+}  // namespace gt
