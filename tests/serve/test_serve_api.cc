@@ -123,7 +123,7 @@ TEST(ServeApi, MalformedBodies) {
   EXPECT_TRUE(test::contains(arr.message, "must be a JSON object"));
   ApiError utf = error_of("{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}");
   EXPECT_EQ(utf.status, 400);
-  EXPECT_TRUE(test::contains(utf.message, "not valid UTF-8 (byte 38)")) << utf.message;
+  EXPECT_TRUE(test::contains(utf.message, "not valid UTF-8 (byte 39)")) << utf.message;
   EXPECT_EQ(error_of("{\"messages\":[{\"role\":\"user\",\"content\":\"\xed\xa0\x80\"}]}").status, 400);  // a surrogate
   EXPECT_EQ(error_of("{\"messages\":[{\"role\":\"user\",\"content\":\"\xc0\xaf\"}]}").status, 400);      // overlong '/'
 }

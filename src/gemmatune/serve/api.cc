@@ -135,7 +135,8 @@ double number(const json& v, const std::string& name, double lo, double hi) {
 int64_t integer(const json& v, const std::string& name, int64_t lo, int64_t hi) {
   if (v.is_number_unsigned()) {
     const uint64_t u = v.get<uint64_t>();
-    if (u > uint64_t(hi)) throw ApiError(400, "'" + name + "' must be at most " + std::to_string(hi) + ", got " + dump(v), name);
+    if (u > uint64_t(hi) || int64_t(u) < lo)
+      throw ApiError(400, "'" + name + "' must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " + dump(v), name);
     return int64_t(u);
   }
   int64_t i;
