@@ -63,6 +63,7 @@ struct EngineEvent {
   bool cancelled = false;
   std::string error;                   // non-empty: the request failed (finished is set)
   int64_t prompt_tokens = 0, completion_tokens = 0;  // usage, filled on the finished event
+  int64_t step = -1;                   // the engine step that sampled `tokens` (EngineStats::steps_total then)
 };
 
 struct QueueFull : std::runtime_error {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "gemmatune/generate/text_stream.h"
 #include "gemmatune/util/error.h"
 
 namespace gt {
@@ -11,26 +12,12 @@ namespace {
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
-
-// Length of the longest suffix of `text` that is a proper prefix of some stop string: that much
-// must be held back, since the next token may complete the stop string.
-size_t held_back(const std::string& text, const std::vector<std::string>& stops) {
-  size_t hold = 0;
-  for (const auto& s : stops)
-    for (size_t k = std::min(s.size() - 1, text.size()); k > hold; --k)
-      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
-        hold = k;
-        break;
-      }
-  return hold;
-}
 }  // namespace
 
 GenerateResult generate(Decoder& dec, KvCache& cache, const Tokenizer* tok, const std::vector<int32_t>& prompt,
                         const GenerateOptions& opt, const std::function<void(const std::string&)>& on_text) {
   GT_CHECK(!prompt.empty(), "generate: the prompt is empty");
   GT_CHECK(opt.prefill_chunk > 0, "generate: prefill chunk must be positive");
-  for (const auto& s : opt.stop_strings) GT_CHECK(!s.empty(), "generate: empty stop string");
   GenerateResult r;
   r.prompt_tokens = int64_t(prompt.size());
   Sampler sampler(opt.sampling);
@@ -47,14 +34,10 @@ GenerateResult generate(Decoder& dec, KvCache& cache, const Tokenizer* tok, cons
   const double t1 = now();
   r.prefill_seconds = t1 - t0;
 
-  std::unique_ptr<StreamDecoder> sd;
-  if (tok) sd = std::make_unique<StreamDecoder>(*tok, opt.skip_special_tokens);
-  std::string pending;  // final text not yet emitted (may be the start of a stop string)
+  StopTextStream text(tok, opt.skip_special_tokens, opt.stop_strings);
   r.stop_reason = StopReason::MaxTokens;
-  auto emit = [&](size_t n) {
-    if (n == 0) return;
-    std::string piece = pending.substr(0, n);
-    pending.erase(0, n);
+  auto emit = [&](const std::string& piece) {
+    if (piece.empty()) return;
     r.text += piece;
     if (on_text) on_text(piece);
   };
@@ -66,22 +49,10 @@ GenerateResult generate(Decoder& dec, KvCache& cache, const Tokenizer* tok, cons
     }
     r.tokens.push_back(next);
     history.push_back(next);
-    if (sd) {
-      pending += sd->push(next);
-      bool stopped = false;
-      for (const auto& s : opt.stop_strings) {
-        auto at = pending.find(s);
-        if (at != std::string::npos) {
-          pending.resize(at);
-          stopped = true;
-        }
-      }
-      if (stopped) {
-        r.stop_reason = StopReason::StopString;
-        emit(pending.size());
-        break;
-      }
-      emit(pending.size() - held_back(pending, opt.stop_strings));
+    emit(text.push(next));
+    if (text.stopped()) {
+      r.stop_reason = StopReason::StopString;
+      break;
     }
     if (step + 1 == opt.max_new_tokens) break;
     if (cache.pos() >= cache.max_context()) {
@@ -90,10 +61,8 @@ GenerateResult generate(Decoder& dec, KvCache& cache, const Tokenizer* tok, cons
     }
     dec.forward({SeqChunk{&cache, &r.tokens.back(), 1}}, LogitsFor::Last, logits);
   }
-  if (sd && r.stop_reason != StopReason::StopString) {
-    pending += sd->flush();
-    emit(pending.size());
-  }
+  emit(text.flush());
+  if (text.stopped()) r.stop_reason = StopReason::StopString;
   r.decode_seconds = now() - t1;
   return r;
 }

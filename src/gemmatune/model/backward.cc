@@ -289,6 +289,7 @@ Decoder::LossResult Decoder::forward_backward(const std::vector<SeqChunk>& chunk
   size_grads(grads);
   int64_t T = 0;
   prepare(chunks, T);
+  GT_CHECK(segs_.empty(), "forward_backward: per-chunk LoRA views are for inference only; use set_lora");
   embed(T);
   acts_.resize(size_t(L));
   for (int64_t li = 0; li < L; ++li) {

@@ -55,8 +55,21 @@ const LoraView& Decoder::lora(int64_t layer, Proj p) const {
   return lora_.bound ? lora_.at(layer, p) : none;
 }
 
+const LoraView& Decoder::seg_lora(const LoraSegment& g, int64_t layer, Proj p) const {
+  static const LoraView none;
+  return g.views->bound ? g.views->at(layer, p) : none;
+}
+
 void Decoder::project(int64_t li, Proj p, const Weight2D& w, const float* x, int64_t T, float* y, LayerActs* A) {
   linear(x, T, w, y);
+  if (!segs_.empty()) {  // mixed adapters: each group's LoRA product over its own rows only
+    GT_CHECK(!A, "training takes no per-chunk LoRA views");
+    for (const LoraSegment& g : segs_) {
+      const LoraView& v = seg_lora(g, li, p);
+      if (v) lora_linear_forward(v, x + g.t0 * w.k, g.t1 - g.t0, y + g.t0 * w.n, nullptr, nullptr, lora_ws_);
+    }
+    return;
+  }
   const LoraView& v = lora(li, p);
   if (!v) return;
   // y += s · (x Aᵀ) Bᵀ; training: lora_B(lora_A(dropout(x))), the base path sees x.
@@ -73,6 +86,23 @@ void Decoder::prepare(const std::vector<SeqChunk>& chunks, int64_t& T) {
   }
   ids_.resize(size_t(T));
   pos_.resize(size_t(T));
+  segs_.clear();
+  tok_seg_.clear();
+  if (std::any_of(chunks.begin(), chunks.end(), [](const SeqChunk& ch) { return ch.lora != nullptr; })) {
+    int64_t t0 = 0;
+    for (const auto& ch : chunks) {
+      const LoraViews* v = ch.lora ? ch.lora : &lora_;
+      GT_CHECK(!v->bound || int64_t(v->views.size()) == m_.config().num_layers * kNumProj,
+               "forward: a chunk's LoRA views cover ", v->views.size() / kNumProj, " layers, the model has ",
+               m_.config().num_layers);
+      if (!segs_.empty() && segs_.back().views == v) segs_.back().t1 += ch.n;
+      else segs_.push_back({v, t0, t0 + ch.n});
+      t0 += ch.n;
+    }
+    tok_seg_.resize(size_t(T));
+    for (size_t g = 0; g < segs_.size(); ++g)
+      for (int64_t i = segs_[g].t0; i < segs_[g].t1; ++i) tok_seg_[size_t(i)] = int32_t(g);
+  }
   int64_t t = 0;
   for (const auto& ch : chunks) {
     const int64_t p0 = ch.cache ? ch.cache->pos() : 0;
@@ -186,6 +216,21 @@ void Decoder::attention_block(int64_t li, const std::vector<SeqChunk>& chunks, i
   add_inplace(h_.data(), o, T * H);
 }
 
+template <class TokOf>
+void Decoder::expert_lora(int64_t li, Proj p, int64_t e, const float* x, int64_t n, float* y, TokOf tok) {
+  // The gathered rows are in token order, so each adapter group's rows are one contiguous run.
+  const int64_t in = p == Proj::experts_gate_up_proj ? m_.config().hidden_size : m_.config().moe_intermediate_size;
+  const int64_t out = p == Proj::experts_gate_up_proj ? 2 * m_.config().moe_intermediate_size : m_.config().hidden_size;
+  for (int64_t r0 = 0; r0 < n;) {
+    const int32_t g = tok_seg_[size_t(tok(r0))];
+    int64_t r1 = r0 + 1;
+    while (r1 < n && tok_seg_[size_t(tok(r1))] == g) ++r1;
+    const LoraView& v = seg_lora(segs_[size_t(g)], li, p);
+    if (v) lora_expert_forward(v, e, x + r0 * in, r1 - r0, y + r0 * out, nullptr, lora_ws_);
+    r0 = r1;
+  }
+}
+
 void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, float* out) {
   const auto& c = m_.config();
   const LayerWeights& lw = m_.weights().layers[size_t(li)];
@@ -222,11 +267,14 @@ void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, float* out) {
     gu.resize(size_t(n * 2 * Im));
     act.resize(size_t(n * Im));
     y.resize(size_t(n * H));
+    auto tok_of = [&](int64_t r) { return toks[size_t(r)].first; };
     linear(xin.data(), n, lw.experts[size_t(e)].gate_up, gu.data());
-    if (lgu) lora_expert_forward(lgu, e, xin.data(), n, gu.data(), nullptr, lora_ws_);
+    if (!segs_.empty()) expert_lora(li, Proj::experts_gate_up_proj, e, xin.data(), n, gu.data(), tok_of);
+    else if (lgu) lora_expert_forward(lgu, e, xin.data(), n, gu.data(), nullptr, lora_ws_);
     gelu_gate_forward(gu.data(), 2 * Im, gu.data() + Im, 2 * Im, act.data(), n, Im);
     linear(act.data(), n, lw.experts[size_t(e)].down, y.data());
-    if (ldn) lora_expert_forward(ldn, e, act.data(), n, y.data(), nullptr, lora_ws_);
+    if (!segs_.empty()) expert_lora(li, Proj::experts_down_proj, e, act.data(), n, y.data(), tok_of);
+    else if (ldn) lora_expert_forward(ldn, e, act.data(), n, y.data(), nullptr, lora_ws_);
     for (int64_t r = 0; r < n; ++r) {
       const int64_t t = toks[size_t(r)].first;
       const float wgt = topw[t * K + toks[size_t(r)].second];

@@ -21,6 +21,12 @@ struct SeqChunk {
   KvCache* cache = nullptr;  // null: positions start at 0 and nothing is retained
   const int32_t* tokens = nullptr;
   int64_t n = 0;
+  // Inference (forward / loss): this chunk's own LoRA views (must outlive the call); null = the
+  // decoder-wide views (set_lora). A batch whose chunks use different views runs every base
+  // product once over all rows and each adapter's LoRA product over its own rows only; chunks
+  // with the same views next to each other form one group (order them by adapter for the
+  // fewest LoRA calls). Training (forward_backward) takes only null here.
+  const LoraViews* lora = nullptr;
 };
 
 enum class LogitsFor { All, Last, None };
@@ -129,6 +135,16 @@ class Decoder {
   // y = x·Wᵀ (+ the LoRA view's product when adapted); training (A non-null) keeps x·Aᵀ in A->lt.
   void project(int64_t li, Proj p, const Weight2D& w, const float* x, int64_t T, float* y, LayerActs* A);
   const LoraView& lora(int64_t layer, Proj p) const;
+  // Per-chunk LoRA (SeqChunk::lora): runs of consecutive tokens with the same views; empty when no
+  // chunk names its own views (then lora_ applies to every token, the single-adapter path).
+  struct LoraSegment {
+    const LoraViews* views = nullptr;
+    int64_t t0 = 0, t1 = 0;
+  };
+  const LoraView& seg_lora(const LoraSegment& g, int64_t layer, Proj p) const;
+  // Expert e's LoRA (fused-experts view `p`) over n gathered rows whose token indices are tok(r).
+  template <class TokOf>
+  void expert_lora(int64_t li, Proj p, int64_t e, const float* x, int64_t n, float* y, TokOf tok);
   const LoraDropout* dropout() const { return dropout_.p > 0 ? &dropout_ : nullptr; }
   float* grad(const LoraView& v, bool b, std::vector<std::vector<float>>& grads) const {
     return grads[size_t(2 * v.slot + (b ? 1 : 0))].data();
@@ -151,6 +167,8 @@ class Decoder {
   const Model& m_;
   LoraViews lora_;
   LoraScratch lora_ws_;
+  std::vector<LoraSegment> segs_;
+  std::vector<int32_t> tok_seg_;  // per token: its index in segs_ (per-chunk LoRA only)
   std::vector<std::vector<int64_t>> expert_counts_, expert_calls_;
   // Workspace, grown as needed and reused across calls.
   std::vector<int32_t> ids_;
