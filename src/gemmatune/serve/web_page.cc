@@ -4,8 +4,8 @@
 //
 // Query string (for links and the headless-browser test): ?q=TEXT sends TEXT once the model list
 // has loaded; model=NAME picks the model or adapter; system=TEXT, temperature=T, thinking=1,
-// max_tokens=N and key=API_KEY preset the controls. When a reply ends, #status says "done" and
-// the page's title becomes "gemmatune: done".
+// max_tokens=N and key=API_KEY preset the controls; stream=0 asks for the reply in one piece. When
+// a reply ends, #status says "done" and the page's title becomes "gemmatune: done: <the answer>".
 #include "gemmatune/serve/server.h"
 
 namespace gt::serve {
@@ -122,10 +122,11 @@ async function send(text) {
   if (sys) messages.push({role: "system", content: sys});
   messages.push(...history);
   const body = {
-    model: $("model").value, messages, stream: true, stream_options: {include_usage: true},
+    model: $("model").value, messages, stream: params.get("stream") !== "0",
     temperature: parseFloat($("temperature").value), max_tokens: parseInt($("max_tokens").value, 10),
     chat_template_kwargs: {enable_thinking: $("thinking").checked}
   };
+  if (body.stream) body.stream_options = {include_usage: true};
   let answer = "", thought = "", finish = "", usage = null;
   const t0 = performance.now();
   status("generating...");
@@ -135,10 +136,19 @@ async function send(text) {
       const j = await r.json().catch(() => ({}));
       throw new Error(j.error ? j.error.message : r.status + " " + r.statusText);
     }
-    const reader = r.body.getReader();
+    if (!body.stream) {
+      const j = await r.json();
+      const m = j.choices[0].message;
+      if (m.reasoning_content) { out.thought.textContent = m.reasoning_content; out.thought.style.display = ""; }
+      answer = m.content || "";
+      out.content.textContent = answer;
+      finish = j.choices[0].finish_reason;
+      usage = j.usage;
+    }
+    const reader = body.stream ? r.body.getReader() : null;
     const dec = new TextDecoder();
     let buf = "";
-    for (;;) {
+    while (reader) {
       const {value, done} = await reader.read();
       if (done) break;
       buf += dec.decode(value, {stream: true});
@@ -175,7 +185,7 @@ async function send(text) {
     history.pop();
     status("done: error");
   }
-  document.title = "gemmatune: done";
+  document.title = "gemmatune: done: " + answer.slice(0, 200);
   busy = false;
   $("send").disabled = false;
 }
