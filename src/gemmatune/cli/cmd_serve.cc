@@ -88,18 +88,6 @@ int run(int argc, char** argv) {
     server.load_adapter(spec.substr(0, eq), spec.substr(eq + 1));
     loaded.push_back(spec.substr(0, eq) + " (" + spec.substr(eq + 1) + ")");
   }
-  const int port = server.bind();
-  const serve::ServerOptions& o = server.options();
-  std::printf("gemmatune serve: listening on http://%s:%d (model '%s', %lld sequences x %lld tokens, queue %lld)\n",
-              o.host.c_str(), port, o.model_name.c_str(), (long long)eo.max_seqs, (long long)eo.context, (long long)eo.max_queue);
-  if (loaded.empty()) std::printf("adapters: none\n");
-  for (const std::string& l : loaded) std::printf("adapter: %s\n", l.c_str());
-  if (!adapter_dir.empty()) std::printf("run-time adapter loading from %s\n", adapter_dir.c_str());
-  std::printf("chat page: http://%s:%d/   API: http://%s:%d/v1   metrics: /metrics\n", o.host.c_str(), port, o.host.c_str(), port);
-  if (!loopback(o.host) && o.api_key.empty())
-    std::fprintf(stderr, "WARNING: listening on %s without --api-key: anyone who can reach this address can use the model\n", o.host.c_str());
-  std::fflush(stdout);
-
   GT_CHECK(::pipe(g_signal_pipe) == 0, "serve: pipe() failed");
   ::fcntl(g_signal_pipe[1], F_SETFL, O_NONBLOCK);
   struct sigaction sa = {};
@@ -117,6 +105,26 @@ int run(int argc, char** argv) {
       server.stop();
     }
   });
+  int port = 0;
+  try {
+    port = server.bind();
+  } catch (...) {
+    const char q = 'q';
+    [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &q, 1);
+    watcher.join();
+    throw;
+  }
+  const serve::ServerOptions& o = server.options();
+  std::printf("gemmatune serve: listening on http://%s:%d (model '%s', %lld sequences x %lld tokens, queue %lld)\n",
+              o.host.c_str(), port, o.model_name.c_str(), (long long)eo.max_seqs, (long long)eo.context, (long long)eo.max_queue);
+  if (loaded.empty()) std::printf("adapters: none\n");
+  for (const std::string& l : loaded) std::printf("adapter: %s\n", l.c_str());
+  if (!adapter_dir.empty()) std::printf("run-time adapter loading from %s\n", adapter_dir.c_str());
+  std::printf("chat page: http://%s:%d/   API: http://%s:%d/v1   metrics: /metrics\n", o.host.c_str(), port, o.host.c_str(), port);
+  if (!loopback(o.host) && o.api_key.empty())
+    std::fprintf(stderr, "WARNING: listening on %s without --api-key: anyone who can reach this address can use the model\n", o.host.c_str());
+  std::fflush(stdout);
+
   server.run();
   // run() also returns when listening fails; wake the watcher either way.
   const char q = 'q';

@@ -505,7 +505,9 @@ int Server::bind() {
   return port;
 }
 
-void Server::run() { impl_->http.listen_after_bind(); }
+void Server::run() {
+  if (!impl_->stopping) impl_->http.listen_after_bind();
+}
 
 void Server::stop() {
   if (impl_->stopping.exchange(true)) {
