@@ -4,8 +4,8 @@
 # a trained question through `gemmatune chat --adapter`. Runs from a built tree (scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=build/gemmatune
-DEMO=build/demo
+BIN=${GEMMATUNE_BIN:-build/gemmatune}
+DEMO=${GEMMATUNE_DEMO_DIR:-build/demo}
 mkdir -p "$DEMO"
 if [ ! -f "$DEMO/tokenizer.json" ]; then
   xz -dc tests/data/assets/gemma3_tokenizer.json.xz > "$DEMO/tokenizer.json.tmp" && mv "$DEMO/tokenizer.json.tmp" "$DEMO/tokenizer.json"

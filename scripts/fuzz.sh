@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (fuzz/) with clang into ./build-fuzz and runs each for a while.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     SECONDS per target (default 30); TARGET: jinja, jsonl,
-#                                             safetensors, config, tokenizer, adapter, gguf (default all)
+#                                             safetensors, config, tokenizer, adapter, gguf, request (default all)
 # Environment: FUZZ_KEEP_CORPUS=1 keeps build-fuzz/run/<target>/corpus from the last run instead of
 # starting again from the seeds; FUZZ_ARGS adds libFuzzer flags (e.g. FUZZ_ARGS=-jobs=2).
 #
@@ -18,7 +18,7 @@ ROOT=$PWD
 SECONDS_PER_TARGET=${1:-30}
 shift || true
 TARGETS=("$@")
-ALL_TARGETS=(jinja jsonl safetensors config tokenizer adapter gguf)
+ALL_TARGETS=(jinja jsonl safetensors config tokenizer adapter gguf request)
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")
 case $SECONDS_PER_TARGET in '' | *[!0-9]*) echo "usage: $0 [SECONDS] [${ALL_TARGETS[*]} ...]" >&2; exit 2 ;; esac
 
@@ -64,6 +64,9 @@ seed_adapter() {
 seed_gguf() {
   cp tests/data/quant/small.gguf "$1"/
 }
+seed_request() {
+  cp fuzz/seeds/request/* "$1"/
+}
 
 status=0
 summary=()
@@ -76,6 +79,7 @@ for t in "${TARGETS[@]}"; do
     tokenizer) max_len=8192; dict=fuzz/tokenizer.dict ;;  # seeds: tiny tokenizers of 0.2-2.3 kB
     adapter) max_len=16384; dict=fuzz/adapter.dict ;;  # seeds: adapters of the tiny models, 2.5-10 kB
     gguf) max_len=4096; dict=fuzz/gguf.dict ;;  # seed: tests/data/quant/small.gguf, 2.2 kB
+    request) max_len=8192; dict=fuzz/request.dict ;;  # seeds: request bodies of 40-600 bytes
     *) echo "fuzz.sh: unknown target '$t' (${ALL_TARGETS[*]})" >&2; exit 2 ;;
   esac
   run=build-fuzz/run/$t

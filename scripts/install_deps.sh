@@ -4,8 +4,10 @@ set -euo pipefail
 # clang + libclang-rt-14-dev (libFuzzer and the sanitizer runtimes): the fuzz targets (scripts/fuzz.sh).
 # openmpi-bin + libopenmpi-dev: data-parallel training (dist/); the build works without them (single process).
 # iproute2: `ip netns` for the two-namespace MPI test (DistMpi.TwoNetworkNamespaces; "Not Run" without it).
+# libcpp-httplib-dev (+ pkg-config): HTTP for `gemmatune serve`. chromium + python3-venv: the serve
+# tests' headless browser and the virtualenv the official openai client is installed into.
 PKGS=(g++ cmake make libdnnl-dev nlohmann-json3-dev libyaml-cpp-dev libgtest-dev xz-utils clang libclang-rt-14-dev
-      openmpi-bin libopenmpi-dev iproute2)
+      openmpi-bin libopenmpi-dev iproute2 libcpp-httplib-dev pkg-config chromium python3-venv)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 missing=()
