@@ -59,24 +59,21 @@ void Decoder::experts_backward(int64_t li, int64_t T, LayerActs& A, const float*
   float* dwp = dw.data();
 #pragma omp parallel
   {
-    std::vector<float> xin, gu, act, y, dy, dact, dgu, dxin, t_gu, t_dn;
-    LoraScratch ws;
+    ExpertScratch es;
+    std::vector<float> dy, dact, dgu, dxin;
+    const std::vector<float>& xin = es.xin;
+    std::vector<float>& gu = es.gu;
+    const std::vector<float>& act = es.act;
+    const std::vector<float>& y = es.y;
+    std::vector<float>& t_gu = es.t_gu;
+    std::vector<float>& t_dn = es.t_dn;
+    LoraScratch& ws = es.ws;
 #pragma omp for schedule(dynamic, 1)
     for (size_t ai = 0; ai < active.size(); ++ai) {
       const int64_t e = active[ai];
       const auto& toks = routed[size_t(e)];
       const int64_t n = int64_t(toks.size());
-      // Recompute this expert's forward over its tokens.
-      xin.resize(size_t(n * H));
-      for (int64_t r = 0; r < n; ++r) std::memcpy(&xin[size_t(r * H)], x2 + toks[size_t(r)].first * H, size_t(H) * 4);
-      gu.resize(size_t(n * 2 * Im));
-      act.resize(size_t(n * Im));
-      y.resize(size_t(n * H));
-      linear(xin.data(), n, experts[e].gate_up, gu.data());
-      if (lgu) lora_expert_forward(lgu, e, xin.data(), n, gu.data(), sized(t_gu, n * lgu.r), ws);
-      gelu_gate_forward(gu.data(), 2 * Im, gu.data() + Im, 2 * Im, act.data(), n, Im);
-      linear(act.data(), n, experts[e].down, y.data());
-      if (ldn) lora_expert_forward(ldn, e, act.data(), n, y.data(), sized(t_dn, n * ldn.r), ws);
+      expert_forward(li, e, toks, x2, es, true);  // recompute this expert's forward over its tokens
       // out[t] += w[t,k]·y  →  dy = w·dmoe[t], dw[t,k] = dmoe[t]·y
       dy.resize(size_t(n * H));
       for (int64_t r = 0; r < n; ++r) {

@@ -242,10 +242,32 @@ void Decoder::expert_lora(int64_t li, Proj p, int64_t e, const float* x, int64_t
   }
 }
 
+void Decoder::expert_forward(int64_t li, int64_t e, const std::vector<std::pair<int64_t, int64_t>>& toks,
+                             const float* x2, ExpertScratch& s, bool save_t) const {
+  const auto& c = m_.config();
+  const ExpertWeights& ew = m_.weights().layers[size_t(li)].experts[size_t(e)];
+  const int64_t H = c.hidden_size, Im = c.moe_intermediate_size, n = int64_t(toks.size());
+  const LoraView& lgu = lora(li, Proj::experts_gate_up_proj);
+  const LoraView& ldn = lora(li, Proj::experts_down_proj);
+  s.xin.resize(size_t(n * H));
+  for (int64_t r = 0; r < n; ++r) std::memcpy(&s.xin[size_t(r * H)], x2 + toks[size_t(r)].first * H, size_t(H) * 4);
+  s.gu.resize(size_t(n * 2 * Im));
+  s.act.resize(size_t(n * Im));
+  s.y.resize(size_t(n * H));
+  auto tok_of = [&](int64_t r) { return toks[size_t(r)].first; };
+  linear(s.xin.data(), n, ew.gate_up, s.gu.data());
+  if (!segs_.empty()) expert_lora(li, Proj::experts_gate_up_proj, e, s.xin.data(), n, s.gu.data(), tok_of, s.ws);
+  else if (lgu) lora_expert_forward(lgu, e, s.xin.data(), n, s.gu.data(), save_t ? sized(s.t_gu, n * lgu.r) : nullptr, s.ws);
+  gelu_gate_forward(s.gu.data(), 2 * Im, s.gu.data() + Im, 2 * Im, s.act.data(), n, Im);
+  linear(s.act.data(), n, ew.down, s.y.data());
+  if (!segs_.empty()) expert_lora(li, Proj::experts_down_proj, e, s.act.data(), n, s.y.data(), tok_of, s.ws);
+  else if (ldn) lora_expert_forward(ldn, e, s.act.data(), n, s.y.data(), save_t ? sized(s.t_dn, n * ldn.r) : nullptr, s.ws);
+}
+
 void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, float* out) {
   const auto& c = m_.config();
   const LayerWeights& lw = m_.weights().layers[size_t(li)];
-  const int64_t H = c.hidden_size, E = c.num_experts, K = c.top_k_experts, Im = c.moe_intermediate_size;
+  const int64_t H = c.hidden_size, E = c.num_experts, K = c.top_k_experts;
   const float eps = float(c.rms_norm_eps);
   const float* resid = h_.data();
   // Router: scaleless norm × scale × H^-½ → logits → softmax → top-k → renormalise → per-expert scale.
@@ -268,8 +290,6 @@ void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, float* out) {
   // over experts would, so the result does not depend on the thread count or the schedule.
   float* x2 = sized(A.x2, T * H);
   rmsnorm_forward(resid, lw.pre_ff_norm_2.data(), x2, T, H, eps, sized(A.rs_x2, T));
-  const LoraView& lgu = lora(li, Proj::experts_gate_up_proj);
-  const LoraView& ldn = lora(li, Proj::experts_down_proj);
   std::vector<int64_t> active;
   for (int64_t e = 0; e < E; ++e)
     if (!routed[size_t(e)].empty()) {
@@ -277,31 +297,16 @@ void Decoder::moe_block(int64_t li, int64_t T, LayerActs& A, float* out) {
       if (!recomputing_) ++expert_calls_[size_t(li)][size_t(e)];
     }
   float* slots = sized(moe_slots_, T * K * H);
-  const ExpertWeights* experts = lw.experts.data();
 #pragma omp parallel
   {
-    std::vector<float> xin, gu, act, y;
-    LoraScratch ws;
+    ExpertScratch es;
 #pragma omp for schedule(dynamic, 1)
     for (size_t ai = 0; ai < active.size(); ++ai) {
       const int64_t e = active[ai];
       const auto& toks = routed[size_t(e)];
-      const int64_t n = int64_t(toks.size());
-      xin.resize(size_t(n * H));
-      for (int64_t r = 0; r < n; ++r) std::memcpy(&xin[size_t(r * H)], x2 + toks[size_t(r)].first * H, size_t(H) * 4);
-      gu.resize(size_t(n * 2 * Im));
-      act.resize(size_t(n * Im));
-      y.resize(size_t(n * H));
-      auto tok_of = [&](int64_t r) { return toks[size_t(r)].first; };
-      linear(xin.data(), n, experts[e].gate_up, gu.data());
-      if (!segs_.empty()) expert_lora(li, Proj::experts_gate_up_proj, e, xin.data(), n, gu.data(), tok_of, ws);
-      else if (lgu) lora_expert_forward(lgu, e, xin.data(), n, gu.data(), nullptr, ws);
-      gelu_gate_forward(gu.data(), 2 * Im, gu.data() + Im, 2 * Im, act.data(), n, Im);
-      linear(act.data(), n, experts[e].down, y.data());
-      if (!segs_.empty()) expert_lora(li, Proj::experts_down_proj, e, act.data(), n, y.data(), tok_of, ws);
-      else if (ldn) lora_expert_forward(ldn, e, act.data(), n, y.data(), nullptr, ws);
-      for (int64_t r = 0; r < n; ++r)
-        std::memcpy(slots + (toks[size_t(r)].first * K + toks[size_t(r)].second) * H, &y[size_t(r * H)], size_t(H) * 4);
+      expert_forward(li, e, toks, x2, es, false);
+      for (size_t r = 0; r < toks.size(); ++r)
+        std::memcpy(slots + (toks[r].first * K + toks[r].second) * H, &es.y[r * size_t(H)], size_t(H) * 4);
     }
   }
   moe_combine_slots(topk, topw, slots, T, K, H, out);

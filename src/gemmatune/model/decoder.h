@@ -134,6 +134,16 @@ class Decoder {
   void attention_block(int64_t li, const std::vector<SeqChunk>& chunks, int64_t T, LayerActs& A, bool train);
   void mlp_block(int64_t li, int64_t T, LayerActs& A, bool train);
   void moe_block(int64_t li, int64_t T, LayerActs& A, float* out);
+  // One routed expert's forward over the tokens routed to it (token index, slot), on the calling
+  // thread (experts run in parallel): xin = those rows of x2, gu = gate_up·xin (+ LoRA), act =
+  // gelu(gate)·up, y = down·act (+ LoRA). `save_t`: keep the LoRA products x·Aᵀ (t_gu, t_dn) for the
+  // backward.
+  struct ExpertScratch {
+    std::vector<float> xin, gu, act, y, t_gu, t_dn;
+    LoraScratch ws;
+  };
+  void expert_forward(int64_t li, int64_t e, const std::vector<std::pair<int64_t, int64_t>>& toks, const float* x2,
+                      ExpertScratch& s, bool save_t) const;
   void ple_inputs(int64_t T);
   void final_rows(LogitsFor mode, const std::vector<SeqChunk>& chunks, int64_t T, float* x, int64_t& rows);
   // y = x·Wᵀ (+ the LoRA view's product when adapted); training (A non-null) keeps x·Aᵀ in A->lt.
