@@ -33,50 +33,66 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// out[b] = r · x[b] (hd floats each) for all kQB rows x[b] (a partial block repeats its last
-// query): kQB independent accumulator chains, kept in registers (constant trip counts).
-inline void dots(const float* r, const float* const* x, int64_t hd, float* out) {
-  __m256 acc[kQB];
-  for (int b = 0; b < kQB; ++b) acc[b] = _mm256_setzero_ps();
+// out[b] = r · x[b] (hd floats each) for NB rows x[b]: NB independent accumulator chains, kept in
+// registers (constant trip counts).
+template <int NB>
+inline void dots_n(const float* r, const float* const* x, int64_t hd, float* out) {
+  __m256 acc[NB];
+  for (int b = 0; b < NB; ++b) acc[b] = _mm256_setzero_ps();
   int64_t t = 0;
   for (; t + 8 <= hd; t += 8) {
     const __m256 rv = _mm256_loadu_ps(r + t);
-    for (int b = 0; b < kQB; ++b) acc[b] = _mm256_fmadd_ps(_mm256_loadu_ps(x[b] + t), rv, acc[b]);
+    for (int b = 0; b < NB; ++b) acc[b] = _mm256_fmadd_ps(_mm256_loadu_ps(x[b] + t), rv, acc[b]);
   }
   if (t < hd) {
     const __m256i m = vec::tail_mask(hd - t);
     const __m256 rv = _mm256_maskload_ps(r + t, m);
-    for (int b = 0; b < kQB; ++b) acc[b] = _mm256_fmadd_ps(_mm256_maskload_ps(x[b] + t, m), rv, acc[b]);
+    for (int b = 0; b < NB; ++b) acc[b] = _mm256_fmadd_ps(_mm256_maskload_ps(x[b] + t, m), rv, acc[b]);
   }
-  for (int b = 0; b < kQB; ++b) out[b] = hsum(acc[b]);
+  for (int b = 0; b < NB; ++b) out[b] = hsum(acc[b]);
 }
 
-// y[b] += w[b] · x for all kQB rows y[b] (w[b] = 0 leaves a row unchanged): x is read once.
-inline void axpy_rows(const float* w, const float* x, float* const* y, int64_t hd) {
-  __m256 wv[kQB];
-  for (int b = 0; b < kQB; ++b) wv[b] = _mm256_set1_ps(w[b]);
+// The first nb (≤ kQB) rows: a full block unrolled, a partial one (decode: 1 query) row by row, so a
+// lone query costs one dot product per key, not kQB. Each out[b] is the same either way.
+inline void dots(const float* r, const float* const* x, int64_t nb, int64_t hd, float* out) {
+  if (nb == kQB) return dots_n<kQB>(r, x, hd, out);
+  for (int64_t b = 0; b < nb; ++b) dots_n<1>(r, x + b, hd, out + b);
+}
+
+// y[b] += w[b] · x for NB rows y[b] (w[b] = 0 leaves a row unchanged): x is read once.
+template <int NB>
+inline void axpy_rows_n(const float* w, const float* x, float* const* y, int64_t hd) {
+  __m256 wv[NB];
+  for (int b = 0; b < NB; ++b) wv[b] = _mm256_set1_ps(w[b]);
   int64_t t = 0;
   for (; t + 8 <= hd; t += 8) {
     const __m256 xv = _mm256_loadu_ps(x + t);
-    for (int b = 0; b < kQB; ++b) _mm256_storeu_ps(y[b] + t, _mm256_fmadd_ps(wv[b], xv, _mm256_loadu_ps(y[b] + t)));
+    for (int b = 0; b < NB; ++b) _mm256_storeu_ps(y[b] + t, _mm256_fmadd_ps(wv[b], xv, _mm256_loadu_ps(y[b] + t)));
   }
   if (t < hd) {
     const __m256i m = vec::tail_mask(hd - t);
     const __m256 xv = _mm256_maskload_ps(x + t, m);
-    for (int b = 0; b < kQB; ++b) _mm256_maskstore_ps(y[b] + t, m, _mm256_fmadd_ps(wv[b], xv, _mm256_maskload_ps(y[b] + t, m)));
+    for (int b = 0; b < NB; ++b) _mm256_maskstore_ps(y[b] + t, m, _mm256_fmadd_ps(wv[b], xv, _mm256_maskload_ps(y[b] + t, m)));
   }
+}
+
+inline void axpy_rows(const float* w, const float* x, float* const* y, int64_t nb, int64_t hd) {
+  if (nb == kQB) return axpy_rows_n<kQB>(w, x, y, hd);
+  for (int64_t b = 0; b < nb; ++b)
+    if (w[b] != 0.0f) axpy_rows_n<1>(w + b, x, y + b, hd);
 }
 
 // The backward's update for key j: dq[b] += ds[b]·k_j, dk_j += Σ_b ds[b]·q[b], dv_j += Σ_b p[b]·dout[b]
 // (b ascending; ds = p = 0 for pairs outside the mask, which adds exact zeros). dk_j and dv_j stay
 // in registers across the block.
-inline void backward_rows(const float* ds, const float* p, const float* kr, float* dkr, float* dvr,
-                          const float* const* qs, const float* const* gos, float* const* dqs, int64_t hd) {
+template <int NB>
+inline void backward_rows_n(const float* ds, const float* p, const float* kr, float* dkr, float* dvr,
+                            const float* const* qs, const float* const* gos, float* const* dqs, int64_t hd) {
   int64_t t = 0;
   for (; t + 8 <= hd; t += 8) {
     const __m256 kv = _mm256_loadu_ps(kr + t);
     __m256 dk = _mm256_loadu_ps(dkr + t), dv = _mm256_loadu_ps(dvr + t);
-    for (int b = 0; b < kQB; ++b) {
+    for (int b = 0; b < NB; ++b) {
       const __m256 dsb = _mm256_broadcast_ss(ds + b);
       dk = _mm256_fmadd_ps(dsb, _mm256_loadu_ps(qs[b] + t), dk);
       dv = _mm256_fmadd_ps(_mm256_broadcast_ss(p + b), _mm256_loadu_ps(gos[b] + t), dv);
@@ -89,7 +105,7 @@ inline void backward_rows(const float* ds, const float* p, const float* kr, floa
     const __m256i m = vec::tail_mask(hd - t);
     const __m256 kv = _mm256_maskload_ps(kr + t, m);
     __m256 dk = _mm256_maskload_ps(dkr + t, m), dv = _mm256_maskload_ps(dvr + t, m);
-    for (int b = 0; b < kQB; ++b) {
+    for (int b = 0; b < NB; ++b) {
       const __m256 dsb = _mm256_broadcast_ss(ds + b);
       dk = _mm256_fmadd_ps(dsb, _mm256_maskload_ps(qs[b] + t, m), dk);
       dv = _mm256_fmadd_ps(_mm256_broadcast_ss(p + b), _mm256_maskload_ps(gos[b] + t, m), dv);
@@ -98,6 +114,13 @@ inline void backward_rows(const float* ds, const float* p, const float* kr, floa
     _mm256_maskstore_ps(dkr + t, m, dk);
     _mm256_maskstore_ps(dvr + t, m, dv);
   }
+}
+
+// The same for the first nb rows (a partial block row by row: the same sums in the same order).
+inline void backward_rows(const float* ds, const float* p, const float* kr, float* dkr, float* dvr,
+                          const float* const* qs, const float* const* gos, float* const* dqs, int64_t nb, int64_t hd) {
+  if (nb == kQB) return backward_rows_n<kQB>(ds, p, kr, dkr, dvr, qs, gos, dqs, hd);
+  for (int64_t b = 0; b < nb; ++b) backward_rows_n<1>(ds + b, p + b, kr, dkr, dvr, qs + b, gos + b, dqs + b, hd);
 }
 
 // Row-wise softmax of pr[lo..hi] in place (scores already scaled).
@@ -127,16 +150,16 @@ void attention_forward(const AttnShape& s, const float* q, int64_t q_stride, int
         const int64_t kvh = h / group, i0 = ib * kQB, nb = std::min(kQB, C - i0);
         int64_t lo[kQB], hi[kQB];
         const float* qs[kQB];
-        for (int64_t b = 0; b < kQB; ++b) {  // a partial block repeats its last query (ignored)
+        for (int64_t b = 0; b < kQB; ++b) {  // only the first nb are used when nb < kQB
           const int64_t i = i0 + std::min(b, nb - 1);
           hi[b] = start + i;
           lo[b] = s.window > 0 ? std::max<int64_t>(0, hi[b] - s.window + 1) : 0;
-          qs[b] = qb.data() + b * hd;
-          std::copy(q + i * q_stride + h * hd, q + i * q_stride + (h + 1) * hd, qb.data() + b * hd);
+          qs[b] = qb.data() + std::min(b, nb - 1) * hd;
+          if (b < nb) std::copy(q + i * q_stride + h * hd, q + i * q_stride + (h + 1) * hd, qb.data() + b * hd);
         }
         float d[kQB];
         for (int64_t p = lo[0]; p <= hi[nb - 1]; ++p) {
-          dots(key_row(kv, p, start, false) + kvh * hd, qs, hd, d);
+          dots(key_row(kv, p, start, false) + kvh * hd, qs, nb, hd, d);
           for (int64_t b = 0; b < nb; ++b) P[size_t(b * total + p)] = d[b] * s.scale;
         }
         float* os[kQB];
@@ -146,7 +169,7 @@ void attention_forward(const AttnShape& s, const float* q, int64_t q_stride, int
         float w[kQB];
         for (int64_t p = lo[0]; p <= hi[nb - 1]; ++p) {
           for (int64_t b = 0; b < kQB; ++b) w[b] = (b < nb && p >= lo[b] && p <= hi[b]) ? P[size_t(b * total + p)] : 0.0f;
-          axpy_rows(w, key_row(kv, p, start, true) + kvh * hd, os, hd);
+          axpy_rows(w, key_row(kv, p, start, true) + kvh * hd, os, nb, hd);
         }
         for (int64_t b = 0; b < nb; ++b) std::copy(ob.data() + b * hd, ob.data() + (b + 1) * hd, out + (i0 + b) * out_stride + h * hd);
         if (probs)
@@ -185,20 +208,22 @@ void attention_backward(const AttnShape& s, const float* q, const float* k, cons
         int64_t lo[kQB];
         float pdp[kQB], d[kQB];
         const float *qs[kQB], *gos[kQB];
-        for (int64_t b = 0; b < kQB; ++b) {  // a partial block repeats its last query (ignored)
+        for (int64_t b = 0; b < kQB; ++b) {  // only the first nb are used when nb < kQB
           const int64_t i = i0 + std::min(b, nb - 1);
           lo[b] = s.window > 0 ? std::max<int64_t>(0, i - s.window + 1) : 0;
-          qs[b] = qb.data() + b * hd;
-          gos[b] = gb.data() + b * hd;
-          std::copy(q + i * nq + h * hd, q + i * nq + (h + 1) * hd, qb.data() + b * hd);
-          std::copy(dout + i * nq + h * hd, dout + i * nq + (h + 1) * hd, gb.data() + b * hd);
+          qs[b] = qb.data() + std::min(b, nb - 1) * hd;
+          gos[b] = gb.data() + std::min(b, nb - 1) * hd;
+          if (b < nb) {
+            std::copy(q + i * nq + h * hd, q + i * nq + (h + 1) * hd, qb.data() + b * hd);
+            std::copy(dout + i * nq + h * hd, dout + i * nq + (h + 1) * hd, gb.data() + b * hd);
+          }
         }
         const int64_t jlo = lo[0], jhi = i0 + nb - 1;
         // Scores (recomputed) and dP = dout·vᵀ for the block's queries, by key.
         for (int64_t j = jlo; j <= jhi; ++j) {
-          dots(k + j * nkv + kvh * hd, qs, hd, d);
+          dots(k + j * nkv + kvh * hd, qs, nb, hd, d);
           for (int64_t b = 0; b < nb; ++b) P[size_t(b * C + j)] = d[b] * s.scale;
-          dots(v + j * nkv + kvh * hd, gos, hd, d);
+          dots(v + j * nkv + kvh * hd, gos, nb, hd, d);
           for (int64_t b = 0; b < nb; ++b) DP[size_t(b * C + j)] = d[b];
         }
         for (int64_t b = 0; b < nb; ++b) {
@@ -221,7 +246,7 @@ void attention_backward(const AttnShape& s, const float* q, const float* k, cons
             ds[b] = in ? pj[b] * (DP[size_t(b * C + j)] - pdp[b]) * s.scale : 0.0f;
           }
           backward_rows(ds, pj, k + j * nkv + kvh * hd, dk_local.data() + j * nkv + kvh * hd,
-                        dv_local.data() + j * nkv + kvh * hd, qs, gos, dqs, hd);
+                        dv_local.data() + j * nkv + kvh * hd, qs, gos, dqs, nb, hd);
         }
         for (int64_t b = 0; b < nb; ++b) std::copy(dqb.data() + b * hd, dqb.data() + (b + 1) * hd, dq + (i0 + b) * nq + h * hd);
       }
