@@ -3,7 +3,7 @@
 // A body either parses -- then a chat request's messages and template arguments are rendered
 // through the real Gemma 3 chat template, as the server does -- or fails with a serve::ApiError of
 // status 400 whose body is valid JSON in OpenAI's error shape. The rest of the input also goes
-// through the thinking splitter in pieces, whose output must be the input minus the markers.
+// through the reply splitter (generate/chat_format) in pieces, whose output is never longer than the input.
 // Anything else -- a crash, a sanitizer report, another exception, a hang -- is a bug.
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +12,7 @@
 #include <string>
 
 #include "gemmatune/data/chat_template/chat_template.h"
+#include "gemmatune/generate/chat_format.h"
 #include "gemmatune/serve/api.h"
 #include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
@@ -50,14 +51,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const auto j = nlohmann::json::parse(e.body());  // throws (and so fails) when not JSON
     if (!j["error"]["message"].is_string()) std::abort();
   }
-  // The splitter loses nothing but the markers and a thought's leading "thought\n".
-  gt::serve::ThinkingSplitter split(true);
+  // The reply splitter (generate/chat_format) only ever drops text: markers and a thought header.
+  gt::ReasoningSplitter split(nullptr);
   std::string out;
   for (size_t i = 0; i < body.size(); i += 7) {
-    const auto d = split.push(body.substr(i, 7));
+    const auto d = split.push(std::string(body.substr(i, 7)));
     out += d.reasoning + d.content;
   }
-  const auto d = split.finish();
+  const auto d = split.flush();
   out += d.reasoning + d.content;
   if (out.size() > body.size()) std::abort();
   return 0;

@@ -121,6 +121,13 @@ std::vector<int32_t> ChatFormat::encode(const nlohmann::ordered_json& messages, 
 
 ReasoningSplitter::ReasoningSplitter(const ChatFormat& f) : specials_(f.special_texts()) {}
 
+ReasoningSplitter::ReasoningSplitter(std::shared_ptr<const std::set<std::string>> specials) {
+  auto sp = std::make_shared<std::set<std::string>>(specials ? *specials : std::set<std::string>{});
+  sp->insert(kOpen);
+  sp->insert(kClose);
+  specials_ = std::move(sp);
+}
+
 ReplyParts ReasoningSplitter::push(const std::string& text) {
   pending_ += text;
   return drain(false);

@@ -66,6 +66,8 @@ struct ReplyParts {
 class ReasoningSplitter {
  public:
   explicit ReasoningSplitter(const ChatFormat& f);
+  // With an explicit set of special-token texts (the channel markers are always among them).
+  explicit ReasoningSplitter(std::shared_ptr<const std::set<std::string>> specials);
   ReplyParts push(const std::string& text);  // the newly final parts
   ReplyParts flush();                        // the end: what was held back
   // The whole reply at once.

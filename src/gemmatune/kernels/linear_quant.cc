@@ -35,23 +35,6 @@ void gemv_q_avx512(int format, const uint8_t* w, size_t row_bytes, int64_t k, in
                    const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, bool accumulate);
 }  // namespace gemm::x86
 
-const char* wformat_name(WFormat f) {
-  switch (f) {
-    case WFormat::Dense: return "dense";
-    case WFormat::Q8_0: return "q8_0";
-    case WFormat::Q4_0: return "q4_0";
-  }
-  return "?";
-}
-
-size_t wformat_row_bytes(WFormat f, DType dt, int64_t k) {
-  switch (f) {
-    case WFormat::Q8_0: return size_t(k / 32) * 34;
-    case WFormat::Q4_0: return size_t(k / 32) * 18;
-    default: return size_t(k) * dtype_size(dt);
-  }
-}
-
 namespace {
 
 inline float scale_of(const uint8_t* blk) {

@@ -367,59 +367,6 @@ AdapterOp parse_adapter_op(std::string_view body, bool load) {
 
 // ---- thinking ----
 
-namespace {
-constexpr std::string_view kOpen = "<|channel>";
-constexpr std::string_view kThought = "thought";
-constexpr std::string_view kClose = "<channel|>";
 
-// Length of the longest suffix of s that is a proper prefix of m (text that may start a marker).
-size_t partial_suffix(std::string_view s, std::string_view m) {
-  for (size_t k = std::min(s.size(), m.size() - 1); k > 0; --k)
-    if (s.substr(s.size() - k) == m.substr(0, k)) return k;
-  return 0;
-}
-}  // namespace
-
-ThinkingSplitter::Delta ThinkingSplitter::push(std::string_view text) {
-  held_ += text;
-  return drain(false);
-}
-
-ThinkingSplitter::Delta ThinkingSplitter::finish() { return drain(true); }
-
-ThinkingSplitter::Delta ThinkingSplitter::drain(bool final) {
-  Delta d;
-  while (true) {
-    if (state_ == 0) {
-      // Before the first marker: the reply may open with "<|channel>thought\n".
-      const std::string head = std::string(kOpen) + std::string(kThought);
-      if (held_.size() < head.size() + 1 && std::string_view(head + "\n").substr(0, held_.size()) == held_ && !final) return d;
-      if (held_.rfind(head, 0) == 0) {
-        held_.erase(0, head.size());
-        if (!held_.empty() && held_[0] == '\n') held_.erase(0, 1);
-        state_ = 1;
-        continue;
-      }
-      state_ = 2;
-      continue;
-    }
-    if (state_ == 1) {
-      const size_t at = held_.find(kClose);
-      if (at != std::string::npos) {
-        if (thinking_) d.reasoning += held_.substr(0, at);
-        held_.erase(0, at + kClose.size());
-        state_ = 2;
-        continue;
-      }
-      const size_t keep = final ? 0 : partial_suffix(held_, kClose);
-      if (thinking_) d.reasoning += held_.substr(0, held_.size() - keep);
-      held_.erase(0, held_.size() - keep);
-      return d;
-    }
-    d.content += held_;
-    held_.clear();
-    return d;
-  }
-}
 
 }  // namespace gt::serve

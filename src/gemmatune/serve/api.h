@@ -88,24 +88,4 @@ inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
 // JSON text that never throws on invalid UTF-8 (replaced with U+FFFD).
 std::string dump(const nlohmann::ordered_json& j);
 
-// Gemma 4 thinking in generated text: "<|channel>thought\n...<channel|>answer". Feed text pieces as
-// they stream; each push returns the new reasoning and content. Markers split across pieces are
-// held back until they can be decided. A thought is dropped when `thinking` is false (the request
-// did not ask for it).
-class ThinkingSplitter {
- public:
-  explicit ThinkingSplitter(bool thinking) : thinking_(thinking) {}
-  struct Delta {
-    std::string reasoning, content;
-  };
-  Delta push(std::string_view text);
-  Delta finish();  // flushes what was held back
-
- private:
-  bool thinking_;
-  int state_ = 0;  // 0: before any marker, 1: in the thought, 2: answer
-  std::string held_;
-  Delta drain(bool final);
-};
-
 }  // namespace gt::serve

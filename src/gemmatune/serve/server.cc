@@ -9,8 +9,10 @@
 #include <cstdio>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <random>
 
+#include "gemmatune/generate/chat_format.h"
 #include "gemmatune/lora/adapter.h"
 #include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
@@ -60,6 +62,27 @@ void send_error(httplib::Response& res, const ApiError& e) {
   res.set_content(e.body(), "application/json");
 }
 
+// A chat reply's reasoning and content, split by generate/chat_format's ReasoningSplitter (the same
+// session logic as `gemmatune chat`) when the model has a thought channel (`f` non-null; the text
+// then keeps its special tokens, which the splitter drops); otherwise all of it is content. A
+// thought is dropped unless the request enabled thinking.
+class ReplySplit {
+ public:
+  ReplySplit(const ChatFormat* f, bool thinking) : keep_(thinking) {
+    if (f) s_.emplace(*f);
+  }
+  ReplyParts push(const std::string& text) { return s_ ? keep(s_->push(text)) : ReplyParts{"", text}; }
+  ReplyParts finish() { return s_ ? keep(s_->flush()) : ReplyParts{}; }
+
+ private:
+  ReplyParts keep(ReplyParts p) const {
+    if (!keep_) p.reasoning.clear();
+    return p;
+  }
+  std::optional<ReasoningSplitter> s_;
+  bool keep_;
+};
+
 }  // namespace
 
 struct Server::Impl {
@@ -71,9 +94,9 @@ struct Server::Impl {
   httplib::Server http;
   std::atomic<bool> stopping{false};
   std::atomic<uint64_t> next_id{1};
-  std::string bos, eos;
-  std::vector<int32_t> chat_stops, text_stops;
-  bool gemma4_markers = false;  // the tokenizer has Gemma 4's thinking markers (keep them in the text)
+  std::unique_ptr<ChatFormat> fmt;  // messages -> prompt, end-of-turn ids, the thought split (as `chat`)
+  std::vector<int32_t> text_stops;
+  bool gemma4_markers = false;  // a thought channel: keep special tokens in the text for the splitter
   std::mutex counters_mu;
   HttpCounters counters;
   std::mutex adapters_mu;  // serialises load/unload
@@ -88,14 +111,8 @@ struct Server::Impl {
     }
     const ModelConfig& c = m.config();
     text_stops = c.eos_ids;
-    chat_stops = c.eos_ids;
-    for (const char* s : {"<end_of_turn>", "<turn|>", "<eos>"}) {
-      const int32_t id = tok.token_id(s);
-      if (id >= 0 && std::find(chat_stops.begin(), chat_stops.end(), id) == chat_stops.end()) chat_stops.push_back(id);
-    }
-    bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "<bos>";
-    eos = c.family == Family::Gemma3 ? "<end_of_turn>" : "<eos>";
-    gemma4_markers = tok.token_id("<|channel>") >= 0 && tok.token_id("<channel|>") >= 0;
+    if (tmpl) fmt = std::make_unique<ChatFormat>(tok, *tmpl, c);
+    gemma4_markers = fmt && fmt->has_thinking() && tok.token_id("<|channel>") >= 0 && tok.token_id("<channel|>") >= 0;
     setup();
   }
 
@@ -140,15 +157,15 @@ struct Server::Impl {
     EngineRequest e;
     e.adapters = resolve_adapters(r);
     if (r.endpoint == Endpoint::Chat) {
-      if (!tmpl) throw ApiError(400, "the model folder has no chat template: use /v1/completions", "messages");
-      std::string text;
+      if (!fmt) throw ApiError(400, "the model folder has no chat template: use /v1/completions", "messages");
       try {
-        text = tmpl->render(r.messages, true, r.template_kwargs, bos, eos);
+        e.prompt = fmt->encode(r.messages, r.enable_thinking, r.template_kwargs);
+      } catch (const std::invalid_argument& err) {
+        throw ApiError(400, err.what(), "messages");
       } catch (const Error& err) {
         throw ApiError(400, std::string("the chat template refused the messages: ") + err.what(), "messages");
       }
-      e.prompt = tok.encode(text, false);
-      e.opt.stop_ids = chat_stops;
+      e.opt.stop_ids = fmt->stop_ids();
     } else if (r.prompt_is_ids) {
       for (size_t i = 0; i < r.prompt_ids.size(); ++i)
         if (r.prompt_ids[i] >= tok.vocab_size())
@@ -277,9 +294,9 @@ struct Server::Impl {
       json choice = json::object();
       choice["index"] = 0;
       if (chat) {
-        ThinkingSplitter split(r.enable_thinking);
-        ThinkingSplitter::Delta d = split.push(text);
-        ThinkingSplitter::Delta d2 = split.finish();
+        ReplySplit split(gemma4_markers ? fmt.get() : nullptr, r.enable_thinking);
+        ReplyParts d = split.push(text);
+        ReplyParts d2 = split.finish();
         json msg = {{"role", "assistant"}, {"content", d.content + d2.content}};
         const std::string reasoning = d.reasoning + d2.reasoning;
         if (!reasoning.empty()) msg["reasoning_content"] = reasoning;
@@ -301,10 +318,10 @@ struct Server::Impl {
     struct StreamState {
       bool started = false, ended = false;
       int64_t text_offset = 0;
-      ThinkingSplitter split;
-      explicit StreamState(bool thinking) : split(thinking) {}
+      ReplySplit split;
+      StreamState(const ChatFormat* f, bool thinking) : split(f, thinking) {}
     };
-    auto st = std::make_shared<StreamState>(r.enable_thinking);
+    auto st = std::make_shared<StreamState>(gemma4_markers ? fmt.get() : nullptr, r.enable_thinking);
     const bool include_usage = r.include_usage;
     const int64_t top_lp = r.top_logprobs;
     res.set_header("Cache-Control", "no-cache");
@@ -328,7 +345,7 @@ struct Server::Impl {
             if (!ev.text.empty() || !ev.logprobs.empty()) {
               json lp = top_lp >= 0 ? (chat ? chat_logprobs(ev.logprobs) : text_logprobs(ev.logprobs, st->text_offset)) : json(nullptr);
               if (chat) {
-                ThinkingSplitter::Delta d = st->split.push(ev.text);
+                ReplyParts d = st->split.push(ev.text);
                 if (!d.reasoning.empty())
                   out += chunk({{"index", 0}, {"delta", {{"reasoning_content", d.reasoning}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}});
                 if (!d.content.empty() || top_lp >= 0)
@@ -344,7 +361,7 @@ struct Server::Impl {
                 out += sse(e.body());
               } else {
                 if (chat) {
-                  ThinkingSplitter::Delta d = st->split.finish();
+                  ReplyParts d = st->split.finish();
                   if (!d.reasoning.empty())
                     out += chunk({{"index", 0}, {"delta", {{"reasoning_content", d.reasoning}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}});
                   if (!d.content.empty())

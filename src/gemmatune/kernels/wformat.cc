@@ -1,0 +1,25 @@
+// The weight storage formats' names and row sizes (kernels/linear.h): plain functions, apart from
+// the quantized kernels in linear_quant.cc, so that code reading model folders (and the fuzz
+// targets, built without the kernels) can size and name quantized rows.
+#include "gemmatune/kernels/linear.h"
+
+namespace gt {
+
+const char* wformat_name(WFormat f) {
+  switch (f) {
+    case WFormat::Dense: return "dense";
+    case WFormat::Q8_0: return "q8_0";
+    case WFormat::Q4_0: return "q4_0";
+  }
+  return "?";
+}
+
+size_t wformat_row_bytes(WFormat f, DType dt, int64_t k) {
+  switch (f) {
+    case WFormat::Q8_0: return size_t(k / 32) * 34;
+    case WFormat::Q4_0: return size_t(k / 32) * 18;
+    default: return size_t(k) * dtype_size(dt);
+  }
+}
+
+}  // namespace gt
