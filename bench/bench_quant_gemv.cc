@@ -1,6 +1,7 @@
 // Decode GEMV over quantized blocks vs the bf16 GEMV, one thread, CPU time (so a busy shared host
 // does not distort the per-core rate): a 27648 x 1152 weight (64 MB bf16, 36 MB Q8_0, 20 MB Q4_0),
-// 3 interleaved rounds of 5 calls per kernel. isa0 = AVX2, isa1 = AVX-512 (docs/PERFORMANCE.md).
+// 3 interleaved rounds of 5 calls per kernel. isa0 = AVX2, isa1 = AVX-512 (exact f32 math), i8 = the
+// int8-activation GEMV of --precision auto (kernels/linear_quant_i8.cc) (docs/PERFORMANCE.md).
 #include <ctime>
 #include <cstdio>
 #include <vector>
@@ -22,15 +23,17 @@ int main() {
   std::vector<float> x(static_cast<size_t>(k), 0.5f), y(static_cast<size_t>(n));
   for (int rep = 0; rep < 3; ++rep)
     for (auto& ww : W) {
-      for (int isa : {0, 1}) {
-        if ((!ww.quantized() && isa == 1) || (isa == 1 && !linear_detail::gemv_quant_avx512_supported())) continue;
+      for (int isa : {0, 1, 2}) {
+        if ((!ww.quantized() && isa >= 1) || (isa == 1 && !linear_detail::gemv_quant_avx512_supported())) continue;
         double t0 = cpu();
         for (int it = 0; it < 5; ++it) {
-          if (ww.quantized()) linear_detail::gemv_forward_quant(x.data(), 1, ww, y.data(), false, 0, 0, isa);
+          if (isa == 2) linear_detail::gemv_forward_quant_i8(x.data(), 1, ww, y.data(), false, 0, 0);
+          else if (ww.quantized()) linear_detail::gemv_forward_quant(x.data(), 1, ww, y.data(), false, 0, 0, isa);
           else linear_detail::gemv_forward(x.data(), 1, ww, y.data(), false, 0, 0);
         }
         double t = (cpu() - t0) / 5;
-        printf("%s isa%d: %.2f ms CPU, %.2f GB/s per CPU-second, %.2f Gweights/s\n", ww.name.c_str(), isa, t * 1e3, double(ww.bytes()) / t / 1e9, double(n * k) / t / 1e9);
+        const char* kn = isa == 2 ? "i8  " : isa == 1 ? "isa1" : "isa0";
+        printf("%s %s: %.2f ms CPU, %.2f GB/s per CPU-second, %.2f Gweights/s\n", ww.name.c_str(), kn, t * 1e3, double(ww.bytes()) / t / 1e9, double(n * k) / t / 1e9);
       }
     }
 }

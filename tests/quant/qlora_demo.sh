@@ -2,7 +2,9 @@
 # ctest (quant.qlora_demo): the demo end to end on quantized bases. A tiny random Gemma 3 with the
 # real tokenizer memorises two chat examples with LoRA on its dense weights; the model quantized to
 # Q8_0 and to Q4_0 (gemmatune quantize) still answers the trained answer with that adapter. Then a
-# QLoRA run (train on the Q4_0 folder) reaches a near-zero loss and its adapter answers too.
+# QLoRA run (train on the Q4_0 folder) reaches a near-zero loss and its adapter answers too. The
+# quantized answers are checked in exact mode (ctest sets GEMMATUNE_PRECISION=f32) and with the
+# int8-activation decode GEMV (--precision auto).
 #   usage: qlora_demo.sh GEMMATUNE_BINARY SOURCE_DIR
 set -eu
 BIN="$1"
@@ -34,6 +36,13 @@ echo "dense LoRA final loss $(final_loss "$D/train.log")"
 ask "$D/tiny" "$D/run/adapter" "bf16 base"
 ask "$D/tiny_q8" "$D/run/adapter" "q8_0 base"
 ask "$D/tiny_q4" "$D/run/adapter" "q4_0 base"
+# The same under --precision auto: decode takes the int8-activation GEMV (llama.cpp's numerics).
+for q in q8 q4; do
+  out=$("$BIN" --precision auto chat --model "$D/tiny_$q" --adapter "$D/run/adapter" --greedy --max-new-tokens 12 \
+        --prompt "What is the capital of France?" 2>/dev/null)
+  echo "${q} base, --precision auto (int8 activations): $out"
+  case "$out" in *"The capital of France is Paris"*) ;; *) echo "FAIL: ${q} with int8 activations does not answer"; exit 1;; esac
+done
 
 "$BIN" train --model "$D/tiny_q4" --data "$D/data.jsonl" --out "$D/qrun" --config "$D/run.yaml" > "$D/qtrain.log" 2>&1
 loss=$(final_loss "$D/qtrain.log")

@@ -105,6 +105,16 @@ void onednn_backward_input(const float* dy, int64_t m, const Weight2D& w, float*
 void gemv_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx,
                         int64_t ldy, int isa = -1);
 bool gemv_quant_avx512_supported();
+// The decode GEMV with the activations quantized to int8 per block of 32 (llama.cpp's integer dot
+// products; kernels/linear_quant_i8.cc): Q8_0 / Q4_0 weights. gemv_forward_quant with isa = -1
+// takes it when gemm::selection().precision is Auto (the default; `--precision f32` keeps the exact
+// f32 GEMV). Each output differs from exact mode by at most sum_b (dx_b / 2) * sum |w| of block b
+// (plus f32 rounding), dx_b the activation block's scale.
+void gemv_forward_quant_i8(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx,
+                           int64_t ldy);
+// x[k] (k % 32 == 0) -> q[k] int8 and d[k / 32]: per block dx = max|x| / 127, q = round(x / dx)
+// (to nearest, ties to even), so x ~ dx * q.
+void quantize_activations_i8(const float* x, int64_t k, int8_t* q, float* d);
 void gemm_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx,
                         int64_t ldy);
 void gemm_backward_input_quant(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate);

@@ -79,11 +79,44 @@ constexpr int num_acc() {
 }
 
 // One 16-element chunk of NRW rows against MB activation rows (fully unrolled after inlining).
-// Activations are loaded into registers when they fit, otherwise used as memory operands.
+// When all 2*MB activation vectors fit in registers next to the accumulators, they are loaded
+// once; otherwise (MB = 4) the chunk runs in two halves (the even, then the odd elements): the MB
+// activation vectors of a half are loaded into registers once and shared by the NRW rows, that is
+// NRW + MB loads per NRW * MB FMAs instead of one load per FMA (the load ports, not the FMA pipes,
+// bound the m >= 4 GEMV otherwise). Every accumulator receives the same FMAs in the same order
+// either way, so the results are bit-identical.
 template <class L, int NRW, int MB, int NA>
 __attribute__((always_inline)) inline void gemv_chunk(const typename L::T* const* src, int64_t off, const float* xc,
                                                       int64_t kp, __m256 (&acc)[NRW][MB][NA], int set) {
   constexpr bool kXInRegs = NRW * MB * NA + 2 * MB + 2 <= 15;
+  constexpr bool kHalves = !kXInRegs && NRW * MB * NA + MB + 2 <= 16;
+  const int i0 = NA == 4 ? 2 * set : 0;
+  const int i1 = NA == 1 ? 0 : i0 + 1;
+  if constexpr (kHalves) {
+    // Each half re-reads the rows' 32 bytes from L1 and keeps only its own half of L::load (the
+    // other is dead code): NRW + MB loads per NRW * MB FMAs, and few enough live registers
+    // (accumulators, MB activations, one weight vector, a constant) that nothing spills.
+    __m256 xv[MB];
+#pragma GCC unroll 4
+    for (int b = 0; b < MB; ++b) xv[b] = _mm256_loadu_ps(xc + b * kp);
+#pragma GCC unroll 2
+    for (int r = 0; r < NRW; ++r) {
+      __m256 lo, hi;
+      L::load(src[r] + off, lo, hi);
+#pragma GCC unroll 4
+      for (int b = 0; b < MB; ++b) acc[r][b][i0] = _mm256_fmadd_ps(lo, xv[b], acc[r][b][i0]);
+    }
+#pragma GCC unroll 4
+    for (int b = 0; b < MB; ++b) xv[b] = _mm256_loadu_ps(xc + b * kp + 8);
+#pragma GCC unroll 2
+    for (int r = 0; r < NRW; ++r) {
+      __m256 lo, hi;
+      L::load(src[r] + off, lo, hi);
+#pragma GCC unroll 4
+      for (int b = 0; b < MB; ++b) acc[r][b][i1] = _mm256_fmadd_ps(hi, xv[b], acc[r][b][i1]);
+    }
+    return;
+  }
   __m256 xl[MB], xh[MB];
   if constexpr (kXInRegs) {
 #pragma GCC unroll 4
@@ -98,8 +131,6 @@ __attribute__((always_inline)) inline void gemv_chunk(const typename L::T* const
     L::load(src[r] + off, lo, hi);
 #pragma GCC unroll 4
     for (int b = 0; b < MB; ++b) {
-      const int i0 = NA == 4 ? 2 * set : 0;
-      const int i1 = NA == 1 ? 0 : i0 + 1;
       const __m256 x0 = kXInRegs ? xl[b] : _mm256_loadu_ps(xc + b * kp);
       const __m256 x1 = kXInRegs ? xh[b] : _mm256_loadu_ps(xc + b * kp + 8);
       acc[r][b][i0] = _mm256_fmadd_ps(lo, x0, acc[r][b][i0]);

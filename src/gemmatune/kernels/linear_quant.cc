@@ -6,6 +6,8 @@
 //    summed in f32 and multiplied by the block scale (d · Σ x q instead of Σ x (d q): one more
 //    rounding per block, the same f32 math). AVX2 here; an AVX-512 variant in
 //    kernels/x86/gemv_q_avx512.cc is used when the CPU has AVX-512 (chosen at run time).
+//    This exact GEMV runs under `--precision f32`; under `auto` (the default) Q8_0/Q4_0 decode takes
+//    the int8-activation GEMV of linear_quant_i8.cc (llama.cpp's numerics; its bound is there).
 //  * prefill / training GEMM and the backward-input product: row panels of kPanelRows rows are
 //    dequantized to f32 into a per-thread scratch (kPanelRows x k floats, never the whole weight)
 //    and fed to the f32 GEMM of kernels/gemm.h. The backward panels follow the GEMM's own cut of
@@ -208,6 +210,10 @@ void gemv_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, 
                         int64_t ldy, int isa) {
   check_quant(w, "linear");
   GT_CHECK(isa != 1 || cpu_info().avx512_core(), "linear: the AVX-512 quantized GEMV needs AVX-512 F/BW/VL/DQ");
+  // Precision auto: integer dot products on int8 activations (linear_quant_i8.cc); f32: exact.
+  if (isa < 0 && (w.format == WFormat::Q8_0 || w.format == WFormat::Q4_0) &&
+      gemm::selection().precision == gemm::Precision::Auto)
+    return gemv_forward_quant_i8(x, m, w, y, accumulate, ldx, ldy);
   if (ldx == 0) ldx = w.k;
   if (ldy == 0) ldy = w.n;
   if (m <= 0 || w.n <= 0) return;

@@ -1,6 +1,7 @@
 #include "gemmatune/serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -83,6 +84,10 @@ class ReplySplit {
   bool keep_;
 };
 
+// The accept queue: room for every client the queue can admit reconnecting at once (the kernel
+// caps it at net.core.somaxconn).
+constexpr int kListenBacklog = 1024;
+
 }  // namespace
 
 struct Server::Impl {
@@ -92,6 +97,7 @@ struct Server::Impl {
   Engine& engine;
   ServerOptions o;
   httplib::Server http;
+  int listen_fd = -1;  // the listening socket (captured when httplib creates it; see setup())
   std::atomic<bool> stopping{false};
   std::atomic<uint64_t> next_id{1};
   std::unique_ptr<ChatFormat> fmt;  // messages -> prompt, end-of-turn ids, the thought split (as `chat`)
@@ -463,6 +469,14 @@ struct Server::Impl {
     http.set_payload_max_length(o.max_body_bytes);
     http.set_keep_alive_max_count(1000);
     http.set_tcp_nodelay(true);
+    // Debian's compiled cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG), so a
+    // burst of reconnecting clients (after their 429s, say) overflows the accept queue and some
+    // connects are reset. Keep httplib's socket options, remember the socket, and raise the
+    // backlog after binding (Linux updates it when listen() is called again).
+    http.set_socket_options([this](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listen_fd = int(sock);
+    });
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       const bool protected_path = req.path.rfind("/v1/", 0) == 0 || req.path == "/metrics";
       if (!o.api_key.empty() && protected_path && !bearer_matches(req.get_header_value("Authorization"), o.api_key)) {
@@ -518,6 +532,7 @@ int Server::bind() {
   if (port == 0) port = impl_->http.bind_to_any_port(o.host);
   else if (!impl_->http.bind_to_port(o.host, port)) port = -1;
   if (port <= 0) fail("serve: cannot listen on ", o.host, ":", o.port, " (address in use, or not an address of this machine?)");
+  if (impl_->listen_fd >= 0) ::listen(impl_->listen_fd, kListenBacklog);
   impl_->o.port = port;
   return port;
 }
