@@ -9,8 +9,7 @@
 //    AVX2 here; an AVX-512 variant in kernels/x86/gemv_q_avx512.cc is used when the CPU has
 //    AVX-512 (chosen at run time).
 //    Q4_K: the weights themselves are dequantized in registers, bit-identical to
-//    quant::dequantize_q4_k (a multiply, then a subtract: this file is compiled with
-//    -ffp-contract=off), and FMA'd into 8 f32 lanes per (weight row, activation row): lane l
+//    quant::dequantize_q4_k (see q4k_sub_block), and FMA'd into 8 f32 lanes per (weight row, activation row): lane l
 //    accumulates x[i]·w[i] for i = l mod 8 in increasing i (each sub-block of 32 adds 4 FMAs per
 //    lane, sub-blocks and super-blocks in order); the 8 lanes are summed at the end of the row.
 //    So the result is Σ x w over the exact dequantized w, only the order of the sum differs.
@@ -100,8 +99,9 @@ inline void q4k_scales(const uint8_t* blk, float (&dd)[8], float (&mm)[8]) {
   }
 }
 
-// Sub-block j (0..7) of a super-block as 32 f32 weights in 4 ymm, natural order: dd * q - mm,
-// a multiply then a subtract (never fused: -ffp-contract=off), as ggml rounds them.
+// Sub-block j (0..7) of a super-block as 32 f32 weights in 4 ymm, natural order: dd * q - mm, as
+// ggml computes them. The product is exact (dd = f16 d x 6-bit sc has <= 17 significant bits, q
+// 4 bits), so the result is the same whether or not the compiler fuses it with the subtract.
 inline void q4k_sub_block(const uint8_t* blk, int j, __m256 dd, __m256 mm, __m256 (&w)[4]) {
   const uint8_t* q = blk + 16 + 32 * (j / 2);
   const __m128i m4 = _mm_set1_epi8(0x0f);
