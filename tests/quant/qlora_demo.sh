@@ -2,8 +2,11 @@
 # ctest (quant.qlora_demo): the demo end to end on quantized bases. A tiny random Gemma 3 with the
 # real tokenizer memorises two chat examples with LoRA on its dense weights; the model quantized to
 # Q8_0 and to Q4_0 (gemmatune quantize) still answers the trained answer with that adapter. Then a
-# QLoRA run (train on the Q4_0 folder) reaches a near-zero loss and its adapter answers too. The
-# quantized answers are checked in exact mode (ctest sets GEMMATUNE_PRECISION=f32) and with the
+# QLoRA run (train on the Q4_0 folder) reaches a near-zero loss and its adapter answers too.
+# --type q4_k on this model (hidden 64: no row is a whole 256-value super-block) takes the Q4_0
+# fallback for every tensor: checked here through the CLI; the Q4_K kernels end to end are
+# tests/quant/test_quant_model.cc's QuantModelQ4K (a widened fixture).
+# The quantized answers are checked in exact mode (ctest sets GEMMATUNE_PRECISION=f32) and with the
 # int8-activation decode GEMV (--precision auto).
 #   usage: qlora_demo.sh GEMMATUNE_BINARY SOURCE_DIR
 set -eu
@@ -22,6 +25,9 @@ sed 's/^steps: .*/steps: 50/; s/^save_every: .*/save_every: 1000/; s/^log_every:
 "$BIN" quantize --model "$D/tiny" --out "$D/tiny_q8" --type q8_0 > "$D/q8.txt"
 "$BIN" quantize --model "$D/tiny" --out "$D/tiny_q4" --type q4_0 > "$D/q4.txt"
 grep -q "model.layers.0.self_attn.q_proj.weight *q4_0" "$D/q4.txt" || { cat "$D/q4.txt"; exit 1; }
+"$BIN" quantize --model "$D/tiny" --out "$D/tiny_q4k" --type q4_k > "$D/q4k.txt"
+grep -q "model.layers.0.self_attn.q_proj.weight *q4_0" "$D/q4k.txt" || { cat "$D/q4k.txt"; exit 1; }
+grep -q '"fallback"' "$D/tiny_q4k/config.json" || { echo "FAIL: q4_k config has no fallback entry"; exit 1; }
 
 ask() {  # model adapter label
   out=$("$BIN" chat --model "$1" --adapter "$2" --prompt "What is the capital of France?" --greedy \
@@ -36,6 +42,7 @@ echo "dense LoRA final loss $(final_loss "$D/train.log")"
 ask "$D/tiny" "$D/run/adapter" "bf16 base"
 ask "$D/tiny_q8" "$D/run/adapter" "q8_0 base"
 ask "$D/tiny_q4" "$D/run/adapter" "q4_0 base"
+ask "$D/tiny_q4k" "$D/run/adapter" "q4_k base (q4_0 fallback)"
 # The same under --precision auto: decode takes the int8-activation GEMV (llama.cpp's numerics).
 for q in q8 q4; do
   out=$("$BIN" --precision auto chat --model "$D/tiny_$q" --adapter "$D/run/adapter" --greedy --max-new-tokens 12 \

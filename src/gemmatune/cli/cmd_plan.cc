@@ -21,6 +21,7 @@ int run(int argc, char** argv) {
   const std::string q = default_load_options().quantize;
   if (q == "q8_0") in.quantize = WFormat::Q8_0;
   if (q == "q4_0") in.quantize = WFormat::Q4_0;
+  if (q == "q4_k") in.quantize = WFormat::Q4_K;
   Model m = Model::load(dir, LoadOptions{});
   MemoryPlan p = plan_memory(m, in);
   if (!q.empty()) std::printf("weights planned as %s where the quantization policy applies (docs/QUANTIZATION.md)\n", q.c_str());

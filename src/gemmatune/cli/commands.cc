@@ -27,7 +27,7 @@ void usage() {
               "                                          env GEMMATUNE_KERNELS). 'gemmatune kernels' shows the choice.\n"
               "  --precision auto|f32                    f32 keeps every GEMM input in f32 (no bf16-input kernel;\n"
               "                                          env GEMMATUNE_PRECISION)\n"
-              "  --quantize none|q8_0|q4_0               quantize the dense model's weights while loading (generate,\n"
+              "  --quantize none|q8_0|q4_0|q4_k          quantize the dense model's weights while loading (generate,\n"
               "                                          chat, bench, plan, train, ...; docs/QUANTIZATION.md)\n");
   std::printf("\nRun 'gemmatune COMMAND --help' for a command's options.\n");
 }
@@ -62,8 +62,8 @@ int take_global_options(int argc, char** argv) {
   }
   if (!kernels.empty() || !precision.empty()) gemm::configure(kernels, precision);
   if (!quantize.empty()) {
-    GT_CHECK(quantize == "none" || quantize == "q8_0" || quantize == "q4_0", "--quantize: expected none, q8_0 or q4_0, got '",
-             quantize, "'");
+    GT_CHECK(quantize == "none" || quantize == "q8_0" || quantize == "q4_0" || quantize == "q4_k",
+             "--quantize: expected none, q8_0, q4_0 or q4_k, got '", quantize, "'");
     set_default_load_options(LoadOptions{quantize == "none" ? "" : quantize});
   }
   return out;

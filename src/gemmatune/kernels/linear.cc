@@ -53,7 +53,9 @@ void reference_backward_input(const float* dy, int64_t m, const Weight2D& w, flo
 void check_weight(const Weight2D& w, const char* fn) {
   GT_CHECK(w.data != nullptr || w.n * w.k == 0, fn, ": weight '", w.name, "' has no data");
   if (w.quantized()) {
-    GT_CHECK(w.k % 32 == 0, fn, ": quantized weight '", w.name, "' has k=", w.k, ", not a multiple of 32");
+    const int64_t bv = wformat_block_values(w.format);
+    GT_CHECK(w.k % bv == 0, fn, ": quantized weight '", w.name, "' (", wformat_name(w.format), ") has k=", w.k,
+             ", not a multiple of ", bv);
     return;
   }
   GT_CHECK(w.dtype == DType::F32 || w.dtype == DType::BF16 || w.dtype == DType::F16, fn, ": weight '", w.name,

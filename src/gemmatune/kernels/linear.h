@@ -29,13 +29,19 @@ enum class Isa : int;
 }
 
 // Storage of a frozen weight: dense (dtype F32/BF16/F16) or ggml blocks packed per row (dtype U8;
-// each row is k/32 blocks; docs/QUANTIZATION.md):
+// each row is k/32 blocks, k/256 for Q4_K; docs/QUANTIZATION.md), exactly ggml's block layouts:
 //   Q8_0: 34-byte blocks: f16 scale d, 32 x int8 q;  w = d * q
 //   Q4_0: 18-byte blocks: f16 scale d, 16 bytes;      w = d * (nibble - 8); byte j holds value j
 //         (low nibble) and value j + 16 (high nibble).
-enum class WFormat : uint8_t { Dense = 0, Q8_0 = 1, Q4_0 = 2 };
-const char* wformat_name(WFormat f);  // "dense", "q8_0", "q4_0"
-// Bytes of one row of k values in format f (dense: k * dtype_size(dt)); k % 32 == 0 for blocks.
+//   Q4_K: 144-byte super-blocks of 256 values (8 sub-blocks of 32): f16 d, f16 dmin, 12 bytes of
+//         6-bit sub-block scales sc and mins m (quant/blocks.h), 128 bytes of nibbles;
+//         w = (d * sc) * q - (dmin * m), sub-blocks 2p / 2p+1 in the low / high nibbles of bytes
+//         32p .. 32p+31.
+enum class WFormat : uint8_t { Dense = 0, Q8_0 = 1, Q4_0 = 2, Q4_K = 3 };
+const char* wformat_name(WFormat f);  // "dense", "q8_0", "q4_0", "q4_k"
+// Values per block of f (32; 256 for Q4_K; 1 for dense): k must be a multiple of it.
+int64_t wformat_block_values(WFormat f);
+// Bytes of one row of k values in format f (dense: k * dtype_size(dt)); k a multiple of the block.
 size_t wformat_row_bytes(WFormat f, DType dt, int64_t k);
 
 struct Weight2D {
@@ -56,10 +62,10 @@ struct Weight2D {
 // exactly ggml's dequantization).
 void weight_rows_to_f32(const Weight2D& w, int64_t r0, int64_t nr, float* out);
 
-// Quantized weights (Q8_0/Q4_0) compute what f32 math computes on the dequantized weight, up to
-// the f32 summation order: decode GEMV over the blocks (kernels/linear_quant.cc, AVX-512 variant
-// in kernels/x86/gemv_q_avx512.cc), GEMM and backward-input on row panels dequantized to f32
-// (a bounded scratch, never the whole weight) fed to the f32 GEMM.
+// Quantized weights (Q8_0/Q4_0/Q4_K) compute what f32 math computes on the dequantized weight, up
+// to the f32 summation order: decode GEMV over the blocks (kernels/linear_quant.cc; AVX-512
+// variant for Q8_0/Q4_0 in kernels/x86/gemv_q_avx512.cc), GEMM and backward-input on row panels
+// dequantized to f32 (a bounded scratch, never the whole weight) fed to the f32 GEMM.
 // y = x Wᵀ, or y += x Wᵀ when `accumulate`. x is [m, w.k] with row stride `ldx` (0 = w.k),
 // y is [m, w.n] with row stride `ldy` (0 = w.n). Threads: the caller's OpenMP setting.
 void linear(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate = false,
@@ -101,7 +107,8 @@ void gemm_backward_input_isa(gemm::Isa isa, const float* dy, int64_t m, const We
 void onednn_forward(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx, int64_t ldy);
 void onednn_backward_input(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate);
 // Quantized weights (kernels/linear_quant.cc).
-// isa: -1 = the CPU's best (AVX-512 when present), 0 = AVX2, 1 = AVX-512 (fails if absent).
+// isa: -1 = the CPU's best (AVX-512 when present; Q4_K always AVX2), 0 = AVX2, 1 = AVX-512 (fails
+// if absent, or for Q4_K, which has no AVX-512 variant).
 void gemv_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, bool accumulate, int64_t ldx,
                         int64_t ldy, int isa = -1);
 bool gemv_quant_avx512_supported();

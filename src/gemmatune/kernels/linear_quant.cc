@@ -1,18 +1,27 @@
-// Linear layers over quantized weights (Q8_0 / Q4_0 blocks packed per row; see linear.h).
+// Linear layers over quantized weights (Q8_0 / Q4_0 / Q4_K blocks packed per row; see linear.h).
 //
-// Contract: every path computes what f32 math computes on the dequantized weight (w = d * q in
-// f32, exactly ggml's dequantization), differing only in the f32 summation order:
-//  * decode GEMV (m <= kGemvMaxM): streams the blocks once; per block the 32 products x·q are
-//    summed in f32 and multiplied by the block scale (d · Σ x q instead of Σ x (d q): one more
-//    rounding per block, the same f32 math). AVX2 here; an AVX-512 variant in
-//    kernels/x86/gemv_q_avx512.cc is used when the CPU has AVX-512 (chosen at run time).
-//    This exact GEMV runs under `--precision f32`; under `auto` (the default) Q8_0/Q4_0 decode takes
-//    the int8-activation GEMV of linear_quant_i8.cc (llama.cpp's numerics; its bound is there).
+// Contract: every path computes what f32 math computes on the dequantized weight (w = d * q, and
+// for Q4_K w = (d * sc) * q - (dmin * m), in f32, exactly ggml's dequantization), differing only in
+// the f32 summation order:
+//  * decode GEMV (m <= kGemvMaxM): streams the blocks once.
+//    Q8_0 / Q4_0: per block the 32 products x·q are summed in f32 and multiplied by the block
+//    scale (d · Σ x q instead of Σ x (d q): one more rounding per block, the same f32 math).
+//    AVX2 here; an AVX-512 variant in kernels/x86/gemv_q_avx512.cc is used when the CPU has
+//    AVX-512 (chosen at run time).
+//    Q4_K: the weights themselves are dequantized in registers, bit-identical to
+//    quant::dequantize_q4_k (see q4k_sub_block), and FMA'd into 8 f32 lanes per (weight row, activation row): lane l
+//    accumulates x[i]·w[i] for i = l mod 8 in increasing i (each sub-block of 32 adds 4 FMAs per
+//    lane, sub-blocks and super-blocks in order); the 8 lanes are summed at the end of the row.
+//    So the result is Σ x w over the exact dequantized w, only the order of the sum differs.
+//    AVX2 only: AVX-512 hosts run this kernel for Q4_K too.
+//    These exact GEMVs run under `--precision f32`; under `auto` (the default) Q8_0/Q4_0 decode
+//    takes the int8-activation GEMV of linear_quant_i8.cc (llama.cpp's numerics; its bound is there).
 //  * prefill / training GEMM and the backward-input product: row panels of kPanelRows rows are
 //    dequantized to f32 into a per-thread scratch (kPanelRows x k floats, never the whole weight)
 //    and fed to the f32 GEMM of kernels/gemm.h. The backward panels follow the GEMM's own cut of
 //    the reduction (equal blocks of <= KC = 256), so the forward AND the backward-input results are
-//    bit-identical to the f32 GEMM on a dequantized f32 copy of the weight.
+//    bit-identical to the f32 GEMM on a dequantized f32 copy of the weight. Columns are dequantized
+//    in units of 32 (a block, or a Q4_K sub-block with its super-block's scales).
 //    (Measured alternative, llama.cpp's int8 activations quantized per block: not kept, see
 //    docs/QUANTIZATION.md.)
 #include <immintrin.h>
@@ -70,6 +79,65 @@ struct BlockQ4 {
   }
 };
 
+// ---- Q4_K: 144-byte super-blocks of 256 values (8 sub-blocks of 32). ----
+constexpr size_t kQ4KBytes = 144;
+
+// The sub-block scales d*sc and offsets dmin*m of a super-block, as ggml's dequantize_row_q4_K
+// computes them (f32 products of the f16 d / dmin and the 6-bit integers).
+inline void q4k_scales(const uint8_t* blk, float (&dd)[8], float (&mm)[8]) {
+  const float d = scale_of(blk), dmin = scale_of(blk + 2);
+  const uint8_t* s = blk + 4;
+  for (int j = 0; j < 8; ++j) {
+    int sc, m;
+    if (j < 4) {
+      sc = s[j] & 63;
+      m = s[j + 4] & 63;
+    } else {
+      sc = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
+      m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+    dd[j] = d * float(sc);
+    mm[j] = dmin * float(m);
+  }
+}
+
+// Sub-block j (0..7) of a super-block as 32 f32 weights in 4 ymm, natural order: dd * q - mm, as
+// ggml computes them. The product is exact (dd = f16 d x 6-bit sc has <= 17 significant bits, q
+// 4 bits), so the result is the same whether or not the compiler fuses it with the subtract.
+inline void q4k_sub_block(const uint8_t* blk, int j, __m256 dd, __m256 mm, __m256 (&w)[4]) {
+  const uint8_t* q = blk + 16 + 32 * (j / 2);
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * h));
+    const __m128i v = _mm_and_si128(j % 2 ? _mm_srli_epi16(raw, 4) : raw, m4);
+    const __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+    const __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
+    w[2 * h] = _mm256_sub_ps(_mm256_mul_ps(dd, lo), mm);
+    w[2 * h + 1] = _mm256_sub_ps(_mm256_mul_ps(dd, hi), mm);
+  }
+}
+
+// Rows [0, nr) of Q4_K w, sub-blocks [s0, s1) (columns 32 s0 .. 32 s1) of each, into out.
+void dequant_rows_q4k(const uint8_t* w, size_t row_bytes, int64_t s0, int64_t s1, int64_t nr, float* out,
+                      int64_t ldo) {
+  for (int64_t r = 0; r < nr; ++r) {
+    const uint8_t* row = w + size_t(r) * row_bytes;
+    float* o = out + r * ldo;
+    for (int64_t s = s0; s < s1;) {
+      const int64_t sb = s / 8;
+      const uint8_t* blk = row + size_t(sb) * kQ4KBytes;
+      float dd[8], mm[8];
+      q4k_scales(blk, dd, mm);
+      for (; s < s1 && s / 8 == sb; ++s) {
+        __m256 v[4];
+        q4k_sub_block(blk, int(s % 8), _mm256_set1_ps(dd[s % 8]), _mm256_set1_ps(mm[s % 8]), v);
+        for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + (s - s0) * 32 + 8 * i, v[i]);
+      }
+    }
+  }
+}
+
 // Rows [0, nr) of w, blocks [b0, b1) of each, into out (row stride ldo floats).
 template <class B>
 void dequant_rows(const uint8_t* w, size_t row_bytes, int64_t b0, int64_t b1, int64_t nr, float* out, int64_t ldo) {
@@ -91,8 +159,10 @@ void dequant_slice(const Weight2D& w, int64_t r0, int64_t nr, int64_t b0, int64_
   const uint8_t* base = static_cast<const uint8_t*>(w.data) + size_t(r0) * w.row_bytes();
   if (w.format == WFormat::Q8_0)
     dequant_rows<BlockQ8>(base, w.row_bytes(), b0, b1, nr, out, ldo);
-  else
+  else if (w.format == WFormat::Q4_0)
     dequant_rows<BlockQ4>(base, w.row_bytes(), b0, b1, nr, out, ldo);
+  else
+    dequant_rows_q4k(base, w.row_bytes(), b0, b1, nr, out, ldo);
 }
 
 inline float hsum(__m256 v) {
@@ -139,7 +209,62 @@ inline void gemv_q_block_rows(const uint8_t* const* rows, int64_t nb, const floa
     }
 }
 
-template <class B, int NR>
+// Q4_K: NR weight rows against MB activation rows, nsb super-blocks (summation order: see the top).
+template <int NR, int MB>
+inline void gemv_q4k_block_rows(const uint8_t* const* rows, int64_t nsb, const float* x, int64_t ldx,
+                                float* const* ys, int64_t ldy, bool accumulate) {
+  __m256 acc[NR][MB];
+  for (int r = 0; r < NR; ++r)
+    for (int b = 0; b < MB; ++b) acc[r][b] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const float* xs = x + sb * 256;
+    for (int r = 0; r < NR; ++r) {
+      const uint8_t* p = rows[r] + size_t(sb) * kQ4KBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetch, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetch + 64, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetch + 128, _MM_HINT_T0);
+      float dd[8], mm[8];
+      q4k_scales(p, dd, mm);
+      for (int j = 0; j < 8; ++j) {
+        __m256 w[4];
+        q4k_sub_block(p, j, _mm256_set1_ps(dd[j]), _mm256_set1_ps(mm[j]), w);
+#pragma GCC unroll 4
+        for (int b = 0; b < MB; ++b) {
+          const float* xp = xs + 32 * j + b * ldx;
+          acc[r][b] = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(xp), acc[r][b]);
+          acc[r][b] = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xp + 8), acc[r][b]);
+          acc[r][b] = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xp + 16), acc[r][b]);
+          acc[r][b] = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xp + 24), acc[r][b]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int b = 0; b < MB; ++b) {
+      const float s = hsum(acc[r][b]);
+      float* yo = ys[r] + b * ldy;
+      *yo = accumulate ? *yo + s : s;
+    }
+}
+
+// Adapts the Q4_K kernel to gemv_q_all_m / gemv_q_rows (nb counts blocks of 32 there).
+struct BlockQ4K {
+  template <int NR, int MB>
+  static inline void rows(const uint8_t* const* rows, int64_t nb, const float* x, int64_t ldx, float* const* ys,
+                          int64_t ldy, bool accumulate) {
+    gemv_q4k_block_rows<NR, MB>(rows, nb / 8, x, ldx, ys, ldy, accumulate);
+  }
+};
+template <class B>
+struct BlockKernel {
+  template <int NR, int MB>
+  static inline void rows(const uint8_t* const* rows, int64_t nb, const float* x, int64_t ldx, float* const* ys,
+                          int64_t ldy, bool accumulate) {
+    gemv_q_block_rows<B, NR, MB>(rows, nb, x, ldx, ys, ldy, accumulate);
+  }
+};
+
+template <class K, int NR>
 inline void gemv_q_all_m(const uint8_t* const* rows, int64_t nb, const float* x, int64_t m, int64_t ldx,
                          float* const* ys, int64_t ldy, bool accumulate) {
   for (int64_t i = 0; i < m;) {
@@ -147,36 +272,38 @@ inline void gemv_q_all_m(const uint8_t* const* rows, int64_t nb, const float* x,
     for (int q = 0; q < NR; ++q) yi[q] = ys[q] + i * ldy;
     const float* xi = x + i * ldx;
     switch (std::min<int64_t>(m - i, 4)) {
-      case 4: gemv_q_block_rows<B, NR, 4>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 4; break;
-      case 3: gemv_q_block_rows<B, NR, 3>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 3; break;
-      case 2: gemv_q_block_rows<B, NR, 2>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 2; break;
-      default: gemv_q_block_rows<B, NR, 1>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 1; break;
+      case 4: K::template rows<NR, 4>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 4; break;
+      case 3: K::template rows<NR, 3>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 3; break;
+      case 2: K::template rows<NR, 2>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 2; break;
+      default: K::template rows<NR, 1>(rows, nb, xi, ldx, yi, ldy, accumulate); i += 1; break;
     }
   }
 }
 
 // Rows [j0, j1): the range is cut in two halves walked side by side (two sequential streams, as
 // the dense GEMV does; see linear_gemv.cc).
-template <class B>
+template <class K>
 void gemv_q_rows(const uint8_t* w, size_t row_bytes, int64_t k, int64_t j0, int64_t j1, const float* x, int64_t m,
                  int64_t ldx, float* y, int64_t ldy, bool accumulate) {
   const int64_t nb = k / 32, half = (j1 - j0) / 2;
   for (int64_t j = j0; j < j0 + half; ++j) {
     const uint8_t* rows[2] = {w + size_t(j) * row_bytes, w + size_t(j + half) * row_bytes};
     float* ys[2] = {y + j, y + j + half};
-    gemv_q_all_m<B, 2>(rows, nb, x, m, ldx, ys, ldy, accumulate);
+    gemv_q_all_m<K, 2>(rows, nb, x, m, ldx, ys, ldy, accumulate);
   }
   for (int64_t j = j0 + 2 * half; j < j1; ++j) {
     const uint8_t* rows[1] = {w + size_t(j) * row_bytes};
     float* ys[1] = {y + j};
-    gemv_q_all_m<B, 1>(rows, nb, x, m, ldx, ys, ldy, accumulate);
+    gemv_q_all_m<K, 1>(rows, nb, x, m, ldx, ys, ldy, accumulate);
   }
 }
 
 void check_quant(const Weight2D& w, const char* fn) {
-  GT_CHECK(w.k % 32 == 0, fn, ": quantized weight '", w.name, "' has k=", w.k, ", not a multiple of 32");
-  GT_CHECK(w.format == WFormat::Q8_0 || w.format == WFormat::Q4_0, fn, ": weight '", w.name,
-           "' has an unknown format");
+  GT_CHECK(w.format == WFormat::Q8_0 || w.format == WFormat::Q4_0 || w.format == WFormat::Q4_K, fn, ": weight '",
+           w.name, "' has an unknown format");
+  const int64_t bv = wformat_block_values(w.format);
+  GT_CHECK(w.k % bv == 0, fn, ": quantized weight '", w.name, "' (", wformat_name(w.format), ") has k=", w.k,
+           ", not a multiple of ", bv);
 }
 
 // Rows per dequantized panel (at most): the f32 GEMM's reduction block KC (kernels/x86/gemm_avx2.cc
@@ -197,7 +324,10 @@ bool use_avx512_gemv() {
 void weight_rows_to_f32(const Weight2D& w, int64_t r0, int64_t nr, float* out) {
   GT_CHECK(r0 >= 0 && nr >= 0 && r0 + nr <= w.n, "weight '", w.name, "': rows [", r0, ", ", r0 + nr,
            ") out of range (", w.n, " rows)");
-  if (w.quantized()) return dequant_slice(w, r0, nr, 0, w.k / 32, out, w.k);
+  if (w.quantized()) {
+    check_quant(w, "weight_rows_to_f32");
+    return dequant_slice(w, r0, nr, 0, w.k / 32, out, w.k);
+  }
   const uint8_t* base = static_cast<const uint8_t*>(w.data) + size_t(r0) * w.row_bytes();
   to_f32(w.dtype, base, out, size_t(nr) * size_t(w.k));
 }
@@ -210,6 +340,8 @@ void gemv_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, 
                         int64_t ldy, int isa) {
   check_quant(w, "linear");
   GT_CHECK(isa != 1 || cpu_info().avx512_core(), "linear: the AVX-512 quantized GEMV needs AVX-512 F/BW/VL/DQ");
+  GT_CHECK(isa != 1 || w.format != WFormat::Q4_K, "linear: weight '", w.name,
+           "': there is no AVX-512 Q4_K GEMV (the AVX2 kernel serves AVX-512 hosts)");
   // Precision auto: integer dot products on int8 activations (linear_quant_i8.cc); f32: exact.
   if (isa < 0 && (w.format == WFormat::Q8_0 || w.format == WFormat::Q4_0) &&
       gemm::selection().precision == gemm::Precision::Auto)
@@ -225,15 +357,18 @@ void gemv_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, 
   const uint8_t* wd = static_cast<const uint8_t*>(w.data);
   const size_t rb = w.row_bytes();
   const int64_t n = w.n, k = w.k;
-  const bool q8 = w.format == WFormat::Q8_0;
-  const bool z = isa < 0 ? use_avx512_gemv() : isa == 1;
+  const WFormat f = w.format;
+  // The AVX-512 kernel knows Q8_0 and Q4_0 only: never called for Q4_K.
+  const bool z = f != WFormat::Q4_K && (isa < 0 ? use_avx512_gemv() : isa == 1);
   auto run = [&](int64_t j0, int64_t j1) {
     if (z)
-      gemm::x86::gemv_q_avx512(int(w.format), wd, rb, k, j0, j1, x, m, ldx, y, ldy, accumulate);
-    else if (q8)
-      gemv_q_rows<BlockQ8>(wd, rb, k, j0, j1, x, m, ldx, y, ldy, accumulate);
+      gemm::x86::gemv_q_avx512(int(f), wd, rb, k, j0, j1, x, m, ldx, y, ldy, accumulate);
+    else if (f == WFormat::Q8_0)
+      gemv_q_rows<BlockKernel<BlockQ8>>(wd, rb, k, j0, j1, x, m, ldx, y, ldy, accumulate);
+    else if (f == WFormat::Q4_0)
+      gemv_q_rows<BlockKernel<BlockQ4>>(wd, rb, k, j0, j1, x, m, ldx, y, ldy, accumulate);
     else
-      gemv_q_rows<BlockQ4>(wd, rb, k, j0, j1, x, m, ldx, y, ldy, accumulate);
+      gemv_q_rows<BlockQ4K>(wd, rb, k, j0, j1, x, m, ldx, y, ldy, accumulate);
   };
   const int64_t bytes = int64_t(w.bytes()) * std::max<int64_t>(1, m / 4);
   const int nt = bytes < (int64_t(64) << 10) ? 1 : int(std::min<int64_t>(omp_get_max_threads(), n));

@@ -39,10 +39,19 @@ std::string shape_str(const std::vector<int64_t>& s) {
 WFormat wformat_of(const std::string& t, const std::string& where) {
   if (t == "q8_0") return WFormat::Q8_0;
   if (t == "q4_0") return WFormat::Q4_0;
-  fail(where, ": unknown quantization type '", t, "' (expected q8_0 or q4_0)");
+  if (t == "q4_k") return WFormat::Q4_K;
+  fail(where, ": unknown quantization type '", t, "' (expected q8_0, q4_0 or q4_k)");
 }
 
-quant::BlockType block_of(WFormat f) { return f == WFormat::Q8_0 ? quant::BlockType::Q8_0 : quant::BlockType::Q4_0; }
+quant::BlockType block_of(WFormat f) {
+  switch (f) {
+    case WFormat::Q8_0: return quant::BlockType::Q8_0;
+    case WFormat::Q4_0: return quant::BlockType::Q4_0;
+    case WFormat::Q4_K: return quant::BlockType::Q4_K;
+    default: fail("block_of: dense is not a block format");
+  }
+}
+
 
 // The blocks of a quantized folder: config.json "quantization_config" (docs/QUANTIZATION.md).
 struct QuantFolder {
@@ -75,7 +84,7 @@ QuantFolder read_quant_config(const std::string& dir) {
   if (!qc.contains("tensors") || !qc["tensors"].is_object()) fail(where, ".tensors: expected an object");
   for (const auto& [name, e] : qc["tensors"].items()) {
     if (!e.is_object() || !e.contains("type") || !e.contains("shape") || !e["type"].is_string() || !e["shape"].is_array())
-      fail(where, ".tensors[\"", name, "\"]: expected {\"type\": \"q8_0\"|\"q4_0\", \"shape\": [...]}");
+      fail(where, ".tensors[\"", name, "\"]: expected {\"type\": \"q8_0\"|\"q4_0\"|\"q4_k\", \"shape\": [...]}");
     QuantFolder::Entry en;
     en.format = wformat_of(e["type"].get<std::string>(), where + ".tensors[\"" + name + "\"]");
     for (const auto& d : e["shape"]) {
@@ -145,13 +154,16 @@ class Loader {
       if (q->second.shape != shape)
         fail(origin_, ": quantization_config.tensors[\"", v->name, "\"].shape is ", shape_str(q->second.shape),
              ", expected ", shape_str(shape), " (", why, ")");
-      if (d.k % 32 != 0) fail(origin_, ": quantized tensor '", v->name, "' has a last dimension ", d.k, ", not a multiple of 32");
+      const int64_t bv = wformat_block_values(q->second.format);
+      if (d.k % bv != 0)
+        fail(origin_, ": quantized tensor '", v->name, "' (", wformat_name(q->second.format), ") has a last dimension ",
+             d.k, ", not a multiple of ", bv);
       std::vector<int64_t> stored = shape;
       stored.back() = int64_t(wformat_row_bytes(q->second.format, DType::U8, d.k));
       if (v->dtype != DType::U8 || v->shape != stored)
         fail(v->file, ": tensor '", v->name, "' is ", dtype_name(v->dtype), " ", v->shape_str(), ", expected U8 ",
              shape_str(stored), " (", wformat_name(q->second.format), " blocks of ", shape_str(shape), ")");
-      if (load_q_ != WFormat::Dense && load_q_ != q->second.format)
+      if (load_q_ != WFormat::Dense && quantized_format(load_q_, d.k) != q->second.format)
         fail(v->file, ": tensor '", v->name, "' is stored as ", wformat_name(q->second.format),
              "; --quantize ", wformat_name(load_q_), " cannot re-quantize it (quantize from the dense model)");
       d.dtype = DType::U8;
@@ -163,10 +175,11 @@ class Loader {
     d.dtype = v->dtype;
     d.data = static_cast<const uint8_t*>(v->data);
     if (load_q_ != WFormat::Dense && quant::quantize_policy(v->name, shape)) {
-      const size_t rb = wformat_row_bytes(load_q_, DType::U8, d.k);
+      const WFormat f = quantized_format(load_q_, d.k);
+      const size_t rb = wformat_row_bytes(f, DType::U8, d.k);
       auto buf = std::make_shared<std::vector<uint8_t>>(size_t(d.rows) * rb);
       const size_t es = dtype_size(v->dtype);
-      const quant::BlockType bt = block_of(load_q_);
+      const quant::BlockType bt = block_of(f);
       const int64_t rows = d.rows, k = d.k;
       const uint8_t* src = d.data;
       uint8_t* dst = buf->data();
@@ -183,7 +196,7 @@ class Loader {
       *replaced_ += v->nbytes;
       owned_->push_back(buf);
       d.dtype = DType::U8;
-      d.format = load_q_;
+      d.format = f;
       d.data = buf->data();
       quantized_src_[v->name] = v->dtype;
     }
@@ -268,6 +281,12 @@ LoadOptions& default_opts() {
 
 void set_default_load_options(const LoadOptions& o) { default_opts() = o; }
 const LoadOptions& default_load_options() { return default_opts(); }
+
+WFormat quantized_format(WFormat want, int64_t k) {
+  if (want == WFormat::Dense) return want;
+  const quant::BlockType b = quant::block_type_for(block_of(want), k);
+  return b == quant::BlockType::Q8_0 ? WFormat::Q8_0 : b == quant::BlockType::Q4_0 ? WFormat::Q4_0 : WFormat::Q4_K;
+}
 
 Model Model::load(const std::string& dir) { return load(dir, default_opts()); }
 

@@ -66,8 +66,9 @@ struct ModelWeights {
 };
 
 struct LoadOptions {
-  // "" (as stored) | "q8_0" | "q4_0": quantize the dense weights the policy selects
-  // (quant::quantize_policy) while loading, as bitsandbytes' load_in_4bit does. The quantized
+  // "" (as stored) | "q8_0" | "q4_0" | "q4_k": quantize the dense weights the policy selects
+  // (quant::quantize_policy) while loading, as bitsandbytes' load_in_4bit does (q4_k: a weight
+  // whose rows are not whole super-blocks of 256 gets q4_0, quant::block_type_for). The quantized
   // copies are owned by the Model; the mapped dense pages are released.
   std::string quantize;
 };
@@ -89,7 +90,8 @@ class Model {
   // Bytes of frozen weights read to decode one token (all projections + LM head + the embedding row).
   size_t decode_bytes_per_token() const;
   size_t weight_bytes() const;
-  // "" when every weight is dense, else the block format(s) of the quantized weights ("q4_0").
+  // "" when every weight is dense, else the block format(s) of the quantized weights ("q4_0",
+  // "q4_k,q4_0").
   std::string quantization() const;
 
  private:
@@ -109,5 +111,9 @@ std::vector<LayerSpec> build_layer_specs(const ModelConfig& c);
 // (cli/commands.cc) so that generate, chat, bench, plan, train and serve all honour it.
 void set_default_load_options(const LoadOptions& o);
 const LoadOptions& default_load_options();
+// The block format a weight whose rows have k values gets when `want` is asked for (--quantize,
+// `gemmatune quantize`, plan): `want`, except Q4_K -> Q4_0 when k % 256 != 0
+// (quant::block_type_for). Dense stays dense.
+WFormat quantized_format(WFormat want, int64_t k);
 
 }  // namespace gt

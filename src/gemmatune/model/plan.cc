@@ -20,7 +20,7 @@ std::string gb(size_t b) {
 }  // namespace
 
 // Bytes of w once quantized to q by the policy (its stored bytes when q is Dense, w is already in
-// blocks, or the policy keeps it).
+// blocks, or the policy keeps it; Q4_K's Q4_0 fallback counted where k % 256 != 0).
 size_t planned_bytes(const Weight2D& w, WFormat q) {
   if (q == WFormat::Dense || w.quantized() || w.empty()) return w.bytes();
   std::string name = w.name;
@@ -30,7 +30,7 @@ size_t planned_bytes(const Weight2D& w, WFormat q) {
     shape = {1, w.n, w.k};
   }
   if (!quant::quantize_policy(name, shape)) return w.bytes();
-  return size_t(w.n) * wformat_row_bytes(q, DType::U8, w.k);
+  return size_t(w.n) * wformat_row_bytes(quantized_format(q, w.k), DType::U8, w.k);
 }
 
 MemoryPlan plan_memory(const Model& m, const PlanInput& in) {

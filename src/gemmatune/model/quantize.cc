@@ -48,9 +48,8 @@ nlohmann::json read_config(const std::string& in) {
 
 QuantizeReport quantize_folder(const std::string& in, const std::string& out, const std::string& type, bool force,
                                const std::function<void(const QuantizeReport::Row&)>& on_tensor) {
-  const quant::BlockType bt = quant::block_type_from_name(type);
-  if (bt == quant::BlockType::Q4_K) fail("quantize: --type q4_k is not supported yet (q8_0 or q4_0)");
-  const std::string tname = quant::block_info(bt).name;
+  const quant::BlockType want = quant::block_type_from_name(type);
+  const std::string tname = quant::block_info(want).name;
   nlohmann::json cfg = read_config(in);
   if (cfg.contains("quantization_config"))
     fail(in, "/config.json: the model is already quantized (quantization_config); quantize the dense model");
@@ -72,6 +71,8 @@ QuantizeReport quantize_folder(const std::string& in, const std::string& out, co
     const bool dense = v.dtype == DType::F32 || v.dtype == DType::BF16 || v.dtype == DType::F16;
     if (dense && quant::quantize_policy(name, v.shape)) {
       const int64_t k = v.shape.back(), rows = v.numel() / k;
+      const quant::BlockType bt = quant::block_type_for(want, k);  // q4_k -> q4_0 when k % 256 != 0
+      const std::string bname = quant::block_info(bt).name;
       const int64_t rb = quant::quantized_bytes(bt, k, name);
       keep.emplace_back(size_t(rows * rb));
       uint8_t* dst = keep.back().data();
@@ -92,12 +93,12 @@ QuantizeReport quantize_folder(const std::string& in, const std::string& out, co
           }
         }
       }
-      row.type = tname;
+      row.type = bname;
       row.rms_rel_error = ref > 0 ? std::sqrt(err / ref) : 0.0;
       std::vector<int64_t> stored = v.shape;
       stored.back() = rb;
       outs.push_back(TensorOut{name, DType::U8, stored, dst, keep.back().size()});
-      tensors[name] = {{"type", tname}, {"shape", v.shape}};
+      tensors[name] = {{"type", bname}, {"shape", v.shape}};
       src_dtypes[dtype_name(v.dtype)]++;
     } else {
       row.type = dtype_name(v.dtype);
@@ -123,6 +124,9 @@ QuantizeReport quantize_folder(const std::string& in, const std::string& out, co
        "quantized: language-model q/k/v/o/gate/up/down projections, MoE experts (per expert), token embedding and "
        "LM head; kept: norms, scalars, router, per-layer embeddings, vision/audio towers"},
       {"tensors", tensors}};
+  if (want == quant::BlockType::Q4_K)
+    cfg["quantization_config"]["fallback"] =
+        "q4_0 for tensors whose last dimension is not a multiple of 256 (a Q4_K super-block)";
   copy_other_files(in, out);
   write_safetensors(out + "/model.safetensors", outs);
   write_file_atomic(out + "/config.json", cfg.dump(2) + "\n");

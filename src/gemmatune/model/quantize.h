@@ -2,8 +2,9 @@
 //
 // A quantized folder (docs/QUANTIZATION.md) is a Hugging Face model folder whose quantized tensors
 // are stored under their own names as U8 safetensors tensors holding ggml blocks, row by row: a
-// logical [.., n, k] weight is stored U8 [.., n, k/32*block_bytes]. config.json gets
+// logical [.., n, k] weight is stored U8 [.., n, k/block_values*block_bytes]. config.json gets
 //   "quantization_config": {"quant_method": "gemmatune", "format": "ggml_blocks", "type": "q4_0",
+//     ("fallback": "..." for q4_k),
 //     "source_dtype": "BF16", "policy": "...",
 //     "tensors": {"model.layers.0.self_attn.q_proj.weight": {"type": "q4_0", "shape": [n, k]}, ...}}
 // Every other tensor is written as stored; every other file of the folder is copied.
@@ -17,7 +18,7 @@ namespace gt {
 struct QuantizeReport {
   struct Row {
     std::string name;
-    std::string type;  // "q8_0" / "q4_0", or the stored dtype when kept
+    std::string type;  // "q8_0" / "q4_0" / "q4_k", or the stored dtype when kept
     double rms_rel_error = 0;  // sqrt(Σ(x - deq(q(x)))² / Σ x²); 0 for kept tensors
     size_t bytes_in = 0, bytes_out = 0;
   };
@@ -25,8 +26,9 @@ struct QuantizeReport {
   size_t bytes_in = 0, bytes_out = 0;
 };
 
-// Quantizes the model folder `in` into `out` with `type` ("q8_0" | "q4_0") by the policy of
-// quant::quantize_policy. `out` must not exist or be empty (unless `force`). Atomic per file.
+// Quantizes the model folder `in` into `out` with `type` ("q8_0" | "q4_0" | "q4_k") by the policy
+// of quant::quantize_policy (q4_k: tensors whose rows are not whole super-blocks of 256 get q4_0,
+// quant::block_type_for; each tensor's entry in "tensors" names its own type). `out` must not exist or be empty (unless `force`). Atomic per file.
 QuantizeReport quantize_folder(const std::string& in, const std::string& out, const std::string& type, bool force,
                                const std::function<void(const QuantizeReport::Row&)>& on_tensor = {});
 

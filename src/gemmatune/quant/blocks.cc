@@ -87,6 +87,144 @@ void quantize_q4_0(const float* x, int64_t n, uint8_t* out) {
   }
 }
 
+// ---- Q4_K: ggml's reference quantizer (quantize_row_q4_K_ref, ggml-quants.c), reproduced bit for
+// bit: the same float operations in the same order. This file is compiled with -ffp-contract=off
+// (CMakeLists.txt), as ggml-base is compiled on x86-64 (no FMA): a fused multiply-add would round
+// differently. Checked against ggml's own C output (tests/data/quant/ggml_q4k_vectors.safetensors).
+namespace {
+
+// ggml's nearest_int: v + 1.5 * 2^23 rounds v to the nearest integer (ties to even) in the low
+// mantissa bits. Exact for |v| <= 2^22 (every caller here); kept as the same bit trick so that
+// the result also agrees where it is not (NaN -> 0).
+int nearest_int(float v) {
+  const float t = v + 12582912.0f;
+  int32_t i;
+  std::memcpy(&i, &t, 4);
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+// Weighted least-squares fit of a sub-block of 32 values: x[i] ~ scale * L[i] + mn, L in [0, 15],
+// mn <= 0 (ggml's make_qkx2_quants with nmax 15, rmin -1, rdelta 0.1, nstep 20, squared error).
+// Starts from the min/max grid, then tries the grids of 21 inverse scales (14 + 0.1 s) / (max - mn)
+// and keeps the least-squares scale/offset of each candidate labelling when it lowers the
+// weighted error. As in ggml, a better candidate's offset becomes the `mn` that the following
+// candidates' grids are computed from. Returns the scale; *neg_mn = -mn.
+float fit_q4_k_sub_block(const float* x, const float* w, uint8_t* L, float* neg_mn) {
+  constexpr int n = 32, nmax = 15, nstep = 20;
+  constexpr float rmin = -1.0f, rdelta = 0.1f;
+  float mn = x[0], mx = x[0];
+  float sum_w = w[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < mn) mn = x[i];
+    if (x[i] > mx) mx = x[i];
+    sum_w += w[i];
+    sum_x += w[i] * x[i];
+  }
+  if (mn > 0) mn = 0;
+  if (mx == mn) {
+    std::memset(L, 0, n);
+    *neg_mn = -mn;
+    return 0.0f;
+  }
+  float iscale = float(nmax) / (mx - mn);
+  float scale = 1.0f / iscale;
+  float best = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const int l = nearest_int(iscale * (x[i] - mn));
+    L[i] = uint8_t(std::clamp(l, 0, nmax));
+    const float diff = scale * float(L[i]) + mn - x[i];
+    best += w[i] * (diff * diff);
+  }
+  uint8_t cand[n];
+  for (int s = 0; s <= nstep; ++s) {
+    iscale = (rmin + rdelta * float(s) + float(nmax)) / (mx - mn);
+    float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::clamp(nearest_int(iscale * (x[i] - mn)), 0, nmax);
+      cand[i] = uint8_t(l);
+      const float wl = w[i] * float(l);
+      sum_l += wl;
+      sum_l2 += wl * float(l);
+      sum_xl += wl * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (!(D > 0)) continue;
+    float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+    float this_mn = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+    if (this_mn > 0) {
+      this_mn = 0;
+      this_scale = sum_xl / sum_l2;
+    }
+    float err = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const float diff = this_scale * float(cand[i]) + this_mn - x[i];
+      err += w[i] * (diff * diff);
+    }
+    if (err < best) {
+      std::memcpy(L, cand, n);
+      best = err;
+      scale = this_scale;
+      mn = this_mn;
+    }
+  }
+  *neg_mn = -mn;
+  return scale;
+}
+
+}  // namespace
+
+void quantize_q4_k(const float* x, int64_t n, uint8_t* out) {
+  quantized_bytes(BlockType::Q4_K, n);
+  for (int64_t b = 0; b < n / 256; ++b, x += 256, out += 144) {
+    uint8_t L[256];
+    float scales[8], mins[8];
+    float max_scale = 0.0f, max_min = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+      const float* xs = x + 32 * j;
+      // Weights of the fit: the sub-block's RMS plus each value's magnitude.
+      float sum_x2 = 0.0f;
+      for (int l = 0; l < 32; ++l) sum_x2 += xs[l] * xs[l];
+      const float av_x = std::sqrt(sum_x2 / 32.0f);
+      float w[32];
+      for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(xs[l]);
+      scales[j] = fit_q4_k_sub_block(xs, w, L + 32 * j, &mins[j]);
+      if (scales[j] > max_scale) max_scale = scales[j];
+      if (mins[j] > max_min) max_min = mins[j];
+    }
+    // 6-bit sub-block scales and mins relative to the super-block's d and dmin.
+    const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
+    const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
+    uint8_t ls[8], lm[8];
+    for (int j = 0; j < 8; ++j) {
+      // As in ggml: the int is narrowed to uint8_t (mod 256) before the clamp to 63.
+      ls[j] = std::min<uint8_t>(63, uint8_t(nearest_int(inv_scale * scales[j])));
+      lm[j] = std::min<uint8_t>(63, uint8_t(nearest_int(inv_min * mins[j])));
+    }
+    uint8_t* s = out + 4;  // sub-blocks 0-3: 6 bits in bytes 0-3 / 4-7; 4-7: low 4 bits in 8-11, high 2 on top
+    for (int j = 0; j < 4; ++j) {
+      s[j] = uint8_t(ls[j] | ((ls[j + 4] >> 4) << 6));
+      s[j + 4] = uint8_t(lm[j] | ((lm[j + 4] >> 4) << 6));
+      s[j + 8] = uint8_t((ls[j + 4] & 0xf) | ((lm[j + 4] & 0xf) << 4));
+    }
+    store_f16(out, max_scale / 63.0f);
+    store_f16(out + 2, max_min / 63.0f);
+    // Requantize each value against the rounded (f16 x 6-bit) scale and min; a sub-block whose
+    // scale rounded to 0 keeps the fit's labels.
+    const float d_all = load_f16(out), dmin_all = load_f16(out + 2);
+    for (int j = 0; j < 8; ++j) {
+      const float d = d_all * float(ls[j]);
+      if (d == 0.0f) continue;
+      const float dm = dmin_all * float(lm[j]);
+      for (int i = 0; i < 32; ++i) L[32 * j + i] = uint8_t(std::clamp(nearest_int((x[32 * j + i] + dm) / d), 0, 15));
+    }
+    // Nibbles: sub-blocks 2p (low) and 2p + 1 (high) share bytes 32p .. 32p + 31.
+    uint8_t* q = out + 16;
+    for (int p = 0; p < 4; ++p)
+      for (int l = 0; l < 32; ++l) q[32 * p + l] = uint8_t(L[64 * p + l] | (L[64 * p + 32 + l] << 4));
+  }
+}
+
 void dequantize_q8_0(const uint8_t* in, int64_t n, float* y) {
   quantized_bytes(BlockType::Q8_0, n);
   for (int64_t b = 0; b < n / 32; ++b, in += 34, y += 32) {
@@ -142,8 +280,13 @@ void quantize(BlockType t, const float* x, int64_t n, uint8_t* out) {
   switch (t) {
     case BlockType::Q8_0: return quantize_q8_0(x, n, out);
     case BlockType::Q4_0: return quantize_q4_0(x, n, out);
-    default: fail("quantize: ", block_info(t).name, " quantization is not implemented (dequantize only)");
+    case BlockType::Q4_K: return quantize_q4_k(x, n, out);
   }
+}
+
+BlockType block_type_for(BlockType want, int64_t k) {
+  if (want == BlockType::Q4_K && k % 256 != 0) return BlockType::Q4_0;
+  return want;
 }
 
 namespace {

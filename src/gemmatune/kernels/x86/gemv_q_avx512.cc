@@ -1,13 +1,14 @@
-// Decode GEMV over Q8_0 / Q4_0 blocks with AVX-512 (F/BW/VL/DQ): the same algorithm as the AVX2
-// kernel of kernels/linear_quant.cc (two row streams per thread, <= 4 activation rows per pass,
-// per block d * Σ x q in f32) on zmm registers: one block is 2 zmm of 16 values, so widening and
-// FMAs take half the instructions. Compiled with its own ISA flags (CMakeLists.txt); called only
-// after the CPUID check. Everything but the entry point has internal linkage
-// (tests/kernels/isa_isolation.cmake).
+// Decode GEMV over Q8_0 / Q4_0 blocks with AVX-512 (F/BW/VL/DQ; Q4_K uses the AVX2 kernel on every
+// host): the same algorithm as the AVX2 kernel of kernels/linear_quant.cc (two row streams per
+// thread, <= 4 activation rows per pass, per block d * Σ x q in f32) on zmm registers: one block is
+// 2 zmm of 16 values, so widening and FMAs take half the instructions. Compiled with its own ISA
+// flags (CMakeLists.txt); called only after the CPUID check. Everything but the entry point has
+// internal linkage (tests/kernels/isa_isolation.cmake).
 #include <immintrin.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 namespace gt::gemm::x86 {
@@ -127,13 +128,16 @@ void rows_range(const uint8_t* w, size_t rb, int64_t k, int64_t j0, int64_t j1, 
 
 }  // namespace
 
-// format: 1 = Q8_0, 2 = Q4_0 (gt::WFormat). Rows [j0, j1) of w (row stride row_bytes).
+// format: 1 = Q8_0, 2 = Q4_0 (gt::WFormat). Rows [j0, j1) of w (row stride row_bytes). Q4_K has no
+// AVX-512 variant: linear_quant.cc runs its AVX2 kernel on every host and never calls this for it.
 void gemv_q_avx512(int format, const uint8_t* w, size_t row_bytes, int64_t k, int64_t j0, int64_t j1, const float* x,
                    int64_t m, int64_t ldx, float* y, int64_t ldy, bool accumulate) {
   if (format == 1)
     rows_range<Q8>(w, row_bytes, k, j0, j1, x, m, ldx, y, ldy, accumulate);
-  else
+  else if (format == 2)
     rows_range<Q4>(w, row_bytes, k, j0, j1, x, m, ldx, y, ldy, accumulate);
+  else
+    std::abort();  // unreachable (see above)
 }
 
 }  // namespace gt::gemm::x86
