@@ -448,6 +448,7 @@ std::string gguf_tokenizer_json(const GgufFile& f) {
   for (size_t i = 0; i < n; ++i) {
     if (type[i] != kNormal && type[i] != kUserDefined) continue;
     const std::string& p = tok[i];
+    if (p.size() > 1024) continue;  // no real piece is this long; keeps a lying file from costing O(len^2)
     for (size_t cut = 1; cut < p.size(); ++cut) {
       if ((static_cast<unsigned char>(p[cut]) & 0xC0) == 0x80) continue;  // inside a code point
       auto ia = id.find(std::string_view(p).substr(0, cut));
