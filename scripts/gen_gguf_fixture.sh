@@ -5,8 +5,8 @@
 #   tiny-f32.gguf.xz   `gemmatune init-model --preset tiny --layers 2 --vocab 512 --dtype f32 --seed 13`
 #                      (the real Gemma 3 tokenizer), converted with --outtype f32
 #   tiny-q8_0.gguf.xz  the same folder, --outtype q8_0 (the converter's Q8_0 = ggml's reference quantizer)
-#   gemma3-vocab.gguf.xz  --vocab-only of a Gemma 3 config with the real 262144-token vocabulary and
-#                      chat template (no tensors), for the tokenizer and chat template tests
+#   gemma3-vocab.gguf.xz  --vocab-only of a Gemma 3 config (vocab_size 262208, as Gemma 3 4B+) with the
+#                      real tokenizer and chat template (no tensors), for the tokenizer and chat template tests
 #
 # The converter takes its Gemma 3 SentencePiece route (tokenizer.ggml.model = llama), so a
 # tokenizer.model is rebuilt from tokenizer.json (make_spm.py below: piece score = -(rank of the
@@ -91,7 +91,7 @@ cp "$W/tokenizer.model" "$W/tokenizer_config.json" "$W/vocab/"
 "$PY" - "$W/tiny/config.json" "$W/vocab/config.json" <<'EOF'
 import json, sys
 c = json.load(open(sys.argv[1]))
-(c.get("text_config") or c)["vocab_size"] = 262144
+(c.get("text_config") or c)["vocab_size"] = 262208  # Gemma 3 4B and larger: <image_soft_token> is 262144
 json.dump(c, open(sys.argv[2], "w"), indent=2)
 EOF
 log "writing the vocabulary-only GGUF"

@@ -179,7 +179,8 @@ const Tokenizer& gguf_tok() {
 TEST(GgufModel, TokenizerEncodesTheGoldensAsTokenizerJson) {
   const Tokenizer& t = gguf_tok();
   const Tokenizer ref = Tokenizer::from_file(test::unpacked("assets/gemma3_tokenizer.json"));
-  EXPECT_EQ(t.vocab_size(), 262144);
+  EXPECT_EQ(t.vocab_size(), 262208);  // vocab_size 262208: 262144 tokens, <image_soft_token>, [PAD] fill
+  EXPECT_EQ(t.token_id("<image_soft_token>"), 262144);
   EXPECT_EQ(t.bos_id(), 2);
   EXPECT_EQ(t.token_id("<start_of_turn>"), 105);
   EXPECT_EQ(t.token_id("<end_of_turn>"), 106);
@@ -237,7 +238,7 @@ TEST(GgufModel, AdapterTrainedOnGgufHasHfNamesAndAppliesToTheFolder) {
       << "\n";
   }
   const std::string cmd = q(test::binary()) + " train --model " + q(kF32) + " --out " + q(dir + "/run") + " --data " +
-                          q(dir + "/data.jsonl") + " max_len=64 lora_r=2 lora_alpha=4 steps=3 learning_rate=0.01 > " +
+                          q(dir + "/data.jsonl") + " max_len=64 lora_r=2 lora_alpha=4 steps=3 lr=0.01 > " +
                           q(dir + "/train.log") + " 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << read_file(dir + "/train.log");
   const std::string ad = dir + "/run/adapter";

@@ -102,7 +102,8 @@ std::vector<int64_t> token_types(const GgufFile& f, size_t n) {
   return t;
 }
 
-// llama.cpp's end-of-generation tokens: eos, eot, and the chat end-of-turn token.
+// Generation stop ids, ascending: eos (tokenizer.ggml.eos_token_id, else 1), eot, and the tokens
+// <eos> and <end_of_turn> (Gemma's generation_config.json lists both; llama.cpp stops at both).
 std::vector<int32_t> eos_ids_of(const GgufFile& f) {
   std::vector<int32_t> ids;
   auto add = [&](int64_t id) {
@@ -114,8 +115,9 @@ std::vector<int32_t> eos_ids_of(const GgufFile& f) {
     std::vector<std::string> cache;
     const auto& toks = token_texts(f, &cache);
     for (size_t i = 0; i < toks.size(); ++i)
-      if (toks[i] == "<end_of_turn>") add(int64_t(i));
+      if (toks[i] == "<end_of_turn>" || toks[i] == "<eos>") add(int64_t(i));
   }
+  std::sort(ids.begin(), ids.end());
   return ids;
 }
 
