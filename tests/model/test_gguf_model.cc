@@ -207,6 +207,11 @@ TEST(GgufModel, TokenizerEncodesTheGoldensAsTokenizerJson) {
     ++nd;
   }
   EXPECT_GT(nd, 40u);
+  // The one known difference: the converter types <mask> and <unusedN> as control tokens.
+  EXPECT_TRUE(t.is_special(6));
+  EXPECT_FALSE(ref.is_special(6));
+  EXPECT_EQ(t.token_text(6), "<unused0>");
+  EXPECT_EQ(t.encode("a<unused0>b", false), ref.encode("a<unused0>b", false));
 }
 
 TEST(GgufModel, ChatTemplateIsTheFolders) {
