@@ -97,7 +97,7 @@ int run(int argc, char** argv) {
       a.str("cases", "", "JSONL file of cases (chat_render.jsonl format): prints {id, got} per line");
   const std::string assets = a.str("assets", ".", "directory holding the templates named by the cases");
   const std::string tmpl = a.str("template", "", "template file to render one conversation with");
-  const std::string model = a.str("model", "", "model directory whose chat template to use");
+  const std::string model = a.str("model", "", "model directory or GGUF file whose chat template to use");
   const std::string messages = a.str("messages", "", "JSON file: an array of messages (or {\"messages\": [...]})");
   const std::string extra =
       a.str("extra", "", "JSON object of extra template variables, e.g. '{\"enable_thinking\": true}'");
