@@ -1,6 +1,7 @@
-// libFuzzer target: the GGUF container reader (io/gguf). The input is the bytes of a .gguf file;
-// every metadata value is visited and every tensor's data range is read at both ends, so a view
-// outside the mapping is an ASan report. gt::Error is the expected way to fail; anything else -- a
+// libFuzzer target: the GGUF container reader (io/gguf) and its mapping to a model
+// (model/gguf_model: config, HF tensor names, the vocabulary as a tokenizer.json). The input is the
+// bytes of a .gguf file; every metadata value is visited and every tensor's data range is read at
+// both ends, so a view outside the mapping is an ASan report. gt::Error is the expected way to fail; anything else -- a
 // crash, a sanitizer report, another exception, a hang, runaway memory -- is a bug.
 #include <cstddef>
 #include <cstdint>
@@ -9,6 +10,7 @@
 
 #include "fuzz_files.h"
 #include "gemmatune/io/gguf.h"
+#include "gemmatune/model/gguf_model.h"
 #include "gemmatune/util/error.h"
 
 namespace {
@@ -41,6 +43,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       g_sink = g_sink + uint64_t(t.numel()) + t.shape().size();
       if (t.nbytes > 0) g_sink = g_sink + t.data[0] + t.data[t.nbytes - 1];
       if (f.find(t.name) != &t) __builtin_trap();
+    }
+    // The model-level mapping: each part fails alone with gt::Error or succeeds.
+    try {
+      g_sink = g_sink + gt::gguf_tokenizer_json(f).size();
+    } catch (const gt::Error&) {
+    }
+    try {
+      const gt::GgufModel m = gt::open_gguf_model(path);
+      for (const auto& n : m.store.names()) g_sink = g_sink + m.store.get(n).nbytes;
+    } catch (const gt::Error&) {
     }
   } catch (const gt::Error&) {
   }

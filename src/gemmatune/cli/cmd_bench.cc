@@ -345,7 +345,7 @@ nlohmann::json bench_gemm(const Model& model, int64_t m, int64_t rounds, int thr
 
 int run(int argc, char** argv) {
   Args a("bench", "Measure prefill and decode (or LoRA training) throughput against this machine's measured peaks.", argc, argv);
-  const std::string dir = a.required("model", "Hugging Face model folder");
+  const std::string dir = a.required("model", "Hugging Face model folder or GGUF file");
   const int64_t plen = a.integer("prompt-len", 512, "prompt tokens per sequence (prefill)");
   const int64_t gen = a.integer("gen", 32, "tokens generated per sequence (decode)");
   const int64_t batch = a.integer("batch", 1, "sequences decoded together");

@@ -10,6 +10,7 @@
 #include "gemmatune/cli/commands.h"
 #include "gemmatune/cli/common.h"
 #include "gemmatune/data/chat_template/chat_template.h"
+#include "gemmatune/model/model_files.h"
 #include "gemmatune/generate/chat_session.h"
 #include "gemmatune/lora/adapter.h"
 #include "gemmatune/model/plan.h"
@@ -51,7 +52,7 @@ class VisibleReply {
 
 int run(int argc, char** argv) {
   Args a("chat", "Chat with a model using its own chat template (interactive, or one shot with --prompt).", argc, argv);
-  const std::string model_dir = a.required("model", "Hugging Face model folder (with tokenizer.json and a chat template)");
+  const std::string model_dir = a.required("model", "Hugging Face model folder (with tokenizer.json and a chat template) or GGUF file");
   const std::string prompt = a.str("prompt", "", "one user message: answer it and exit");
   const std::string system = a.str("system", "", "system prompt");
   const std::string tmpl_file = a.str("chat-template", "", "chat template file (default: the model folder's)");
@@ -69,7 +70,7 @@ int run(int argc, char** argv) {
   Model model = Model::load(model_dir);
   auto tok = load_model_tokenizer(model_dir);
   if (!tok) fail("chat: ", model_dir, " has no tokenizer.json");
-  ChatTemplate tmpl = ChatTemplate::from_model_dir(model_dir, tmpl_file);
+  ChatTemplate tmpl = open_model_chat_template(model_dir, tmpl_file);
   PlanInput pin;
   pin.context = context;
   check_fits(plan_memory(model, pin), "chat");

@@ -20,6 +20,7 @@
 #include "gemmatune/cli/commands.h"
 #include "gemmatune/cli/common.h"
 #include "gemmatune/data/chat_template/chat_template.h"
+#include "gemmatune/model/model_files.h"
 #include "gemmatune/data/dataset.h"
 #include "gemmatune/data/sft.h"
 #include "gemmatune/data/tokenizer.h"
@@ -139,7 +140,7 @@ int preview(int argc, char** argv) {
          "highlighted (ANSI colour on a terminal, [[brackets]] otherwise), then statistics over the whole\n"
          "data (examples, tokens, trained fraction, length histogram, truncations, skips).",
          int(av.size()), av.data());
-  const std::string model = a.str("model", "", "model folder (tokenizer.json, chat template, tokenizer_config.json)");
+  const std::string model = a.str("model", "", "model folder (tokenizer.json, chat template, tokenizer_config.json) or GGUF file");
   const std::string tok_path = a.str("tokenizer", "", "tokenizer.json (instead of --model)");
   const std::string tmpl_path = a.str("chat-template", "", "chat template .jinja file (overrides the model's)");
   const std::vector<std::string> data = a.all("data", "JSONL file or directory of .jsonl files (repeatable)");
@@ -165,7 +166,7 @@ int preview(int argc, char** argv) {
   else tok = load_model_tokenizer(model);
   GT_CHECK(tok, "data preview: ", model, " has no tokenizer.json (give --tokenizer FILE)");
   std::unique_ptr<ChatTemplate> tmpl;
-  if (!tmpl_path.empty() || !model.empty()) tmpl = std::make_unique<ChatTemplate>(ChatTemplate::from_model_dir(model, tmpl_path));
+  if (!tmpl_path.empty() || !model.empty()) tmpl = std::make_unique<ChatTemplate>(open_model_chat_template(model, tmpl_path));
   const double load_s = now() - t0;
 
   SftOptions so;

@@ -30,7 +30,7 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 
 int run(int argc, char** argv) {
   Args a("generate", "Generate text from a prompt with a model folder, streaming tokens to stdout.", argc, argv);
-  const std::string model_dir = a.required("model", "Hugging Face model folder");
+  const std::string model_dir = a.required("model", "Hugging Face model folder or GGUF file");
   const std::string prompt = a.str("prompt", "", "prompt text (encoded with the folder's tokenizer.json, <bos> prepended)");
   const std::string prompt_ids = a.str("prompt-ids", "", "prompt as comma-separated token ids (instead of --prompt)");
   GenerateOptions o;

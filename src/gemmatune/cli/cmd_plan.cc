@@ -8,7 +8,7 @@ namespace gt::cli {
 namespace {
 int run(int argc, char** argv) {
   Args a("plan", "Print the memory a configuration needs (weights, KV cache, activations, training state).", argc, argv);
-  const std::string dir = a.required("model", "Hugging Face model folder");
+  const std::string dir = a.required("model", "Hugging Face model folder or GGUF file");
   PlanInput in;
   in.context = a.integer("context", 4096, "tokens per sequence");
   in.batch = a.integer("batch", 1, "sequences");

@@ -11,6 +11,7 @@
 #include "gemmatune/cli/args.h"
 #include "gemmatune/cli/commands.h"
 #include "gemmatune/cli/common.h"
+#include "gemmatune/model/model_files.h"
 #include "gemmatune/model/plan.h"
 #include "gemmatune/serve/server.h"
 #include "gemmatune/util/error.h"
@@ -33,7 +34,7 @@ bool loopback(const std::string& host) {
 
 int run(int argc, char** argv) {
   Args a("serve", "OpenAI-compatible HTTP server with continuous batching and per-request LoRA adapters.", argc, argv);
-  const std::string model_dir = a.required("model", "Hugging Face model folder (with tokenizer.json; a chat template for /v1/chat/completions)");
+  const std::string model_dir = a.required("model", "Hugging Face model folder (with tokenizer.json; a chat template for /v1/chat/completions) or GGUF file");
   const std::vector<std::string> adapters = a.all("adapter", "NAME=DIR: a PEFT adapter served as model NAME (repeatable)");
   const std::string adapter_dir = a.str("adapter-dir", "", "POST /v1/load_lora_adapter loads adapters from the folders directly inside DIR (and nowhere else)");
   serve::ServerOptions so;
@@ -69,7 +70,7 @@ int run(int argc, char** argv) {
   if (!tok) fail("serve: ", model_dir, " has no tokenizer.json");
   std::unique_ptr<ChatTemplate> tmpl;
   try {
-    tmpl = std::make_unique<ChatTemplate>(ChatTemplate::from_model_dir(model_dir));
+    tmpl = std::make_unique<ChatTemplate>(open_model_chat_template(model_dir));
   } catch (const Error& e) {
     std::fprintf(stderr, "serve: no chat template (%s): /v1/chat/completions is off\n", e.what());
   }

@@ -13,6 +13,7 @@
 #include "gemmatune/cli/commands.h"
 #include "gemmatune/cli/common.h"
 #include "gemmatune/data/chat_template/chat_template.h"
+#include "gemmatune/model/model_files.h"
 #include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
 
@@ -66,7 +67,7 @@ int render_cases(const std::string& cases, const std::string& assets) {
 int render_one(const std::string& tmpl, const std::string& model, const std::string& messages_file,
                const std::string& extra_json, bool add_generation_prompt, const std::string& bos,
                const std::string& eos) {
-  const ChatTemplate t = ChatTemplate::from_model_dir(model, tmpl);
+  const ChatTemplate t = open_model_chat_template(model, tmpl);
   ojson messages, extra = ojson::object();
   try {
     messages = ojson::parse(read_file(messages_file));
@@ -96,7 +97,7 @@ int run(int argc, char** argv) {
       a.str("cases", "", "JSONL file of cases (chat_render.jsonl format): prints {id, got} per line");
   const std::string assets = a.str("assets", ".", "directory holding the templates named by the cases");
   const std::string tmpl = a.str("template", "", "template file to render one conversation with");
-  const std::string model = a.str("model", "", "model directory whose chat template to use");
+  const std::string model = a.str("model", "", "model directory or GGUF file whose chat template to use");
   const std::string messages = a.str("messages", "", "JSON file: an array of messages (or {\"messages\": [...]})");
   const std::string extra =
       a.str("extra", "", "JSON object of extra template variables, e.g. '{\"enable_thinking\": true}'");

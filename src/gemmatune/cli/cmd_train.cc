@@ -13,7 +13,7 @@ namespace {
 int run(int argc, char** argv) {
   Args a("train", "LoRA fine-tuning on chat data. Options come from --config run.yaml, then key=value words.", argc, argv);
   a.positional_help("[key=value ...]");
-  const std::string model = a.required("model", "Hugging Face model folder");
+  const std::string model = a.required("model", "Hugging Face model folder or GGUF file");
   const std::string out = a.required("out", "run folder: checkpoints, adapter, metrics.jsonl, loss.svg");
   const std::string data = a.str("data", "", "training data (JSONL file or folder; same as data=...)");
   const std::string config = a.str("config", "", "YAML run config (option: value)");

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "gemmatune/model/model_files.h"
 #include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
 
@@ -30,11 +31,7 @@ SamplingParams sampling_options(Args& a) {
   return p;
 }
 
-std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_dir) {
-  const std::string p = model_dir + "/tokenizer.json";
-  if (!file_exists(p)) return nullptr;
-  return std::make_unique<Tokenizer>(Tokenizer::from_file(p));
-}
+std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_dir) { return open_model_tokenizer(model_dir); }
 
 static size_t status_field(const char* key) {
   std::FILE* f = std::fopen("/proc/self/status", "r");

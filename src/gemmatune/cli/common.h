@@ -17,7 +17,7 @@ void apply_threads(int n);
 // Declares the sampling options shared by generate and chat (--temperature, --top-k, --top-p,
 // --min-p, --repetition-penalty, --seed, --greedy) and returns their values (Gemma's defaults).
 SamplingParams sampling_options(Args& a);
-// <model_dir>/tokenizer.json, or null when the folder has none.
+// <model_dir>/tokenizer.json (or a GGUF file's vocabulary), or null when the folder has none.
 std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_dir);
 // One case of a golden-format run (data sft, template render): out["got"] = got(), or
 // {"error": message} when got() throws a gt::Error (counted in `errors`); prints `out` as one

@@ -146,6 +146,18 @@ TensorStore TensorStore::open_file(const std::string& path) {
   return s;
 }
 
+TensorStore TensorStore::from_views(const std::string& where, std::vector<TensorView> views,
+                                    std::shared_ptr<const void> keep) {
+  TensorStore s;
+  s.where_ = where;
+  auto v = std::make_shared<const std::vector<TensorView>>(std::move(views));
+  for (const TensorView& t : *v)
+    if (!s.index_.emplace(t.name, &t).second) fail(where, ": tensor '", t.name, "' appears twice");
+  s.views_ = std::move(v);
+  s.keep_ = std::move(keep);
+  return s;
+}
+
 TensorStore TensorStore::open_folder(const std::string& dir) {
   TensorStore s;
   s.where_ = dir;

@@ -46,6 +46,9 @@ class TensorStore {
  public:
   static TensorStore open_folder(const std::string& dir);
   static TensorStore open_file(const std::string& path);
+  // A store over views whose bytes live elsewhere (a GGUF mapping, converted buffers): `keep`
+  // holds that memory alive as long as any copy of the store. `where` names it in messages.
+  static TensorStore from_views(const std::string& where, std::vector<TensorView> views, std::shared_ptr<const void> keep);
 
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   const TensorView* find(const std::string& name) const;
@@ -56,6 +59,8 @@ class TensorStore {
  private:
   std::string where_;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::shared_ptr<const std::vector<TensorView>> views_;  // from_views
+  std::shared_ptr<const void> keep_;
   std::map<std::string, const TensorView*> index_;
 };
 

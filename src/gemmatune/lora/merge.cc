@@ -135,6 +135,10 @@ namespace {
 // Refuses an output folder that is (or contains) the model folder, or a non-empty one without --force.
 void check_out_dir(const Model& m, const std::string& out_dir, bool overwrite) {
   if (out_dir.empty()) fail("merge: the output folder name is empty");
+  if (!is_directory(m.dir()))
+    fail("merge: the base model ", m.dir(), " is not a Hugging Face folder (a GGUF file cannot be merged into; "
+         "apply the adapter unmerged with --adapter, or merge into the Hugging Face folder it was converted from: "
+         "the adapter's keys are Hugging Face names)");
   std::error_code ec;
   const fs::path model_abs = fs::weakly_canonical(fs::path(m.dir()), ec);
   const fs::path out_abs = fs::weakly_canonical(fs::path(out_dir), ec);

@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "gemmatune/model/gguf_model.h"
 #include "gemmatune/quant/blocks.h"
 #include "gemmatune/util/error.h"
 #include "gemmatune/util/fs.h"
@@ -127,8 +129,10 @@ struct WeightData {
 class Loader {
  public:
   Loader(const TensorStore& s, const std::string& prefix, const std::string& cfg_origin, const QuantFolder& qf,
-         WFormat load_q, std::vector<std::shared_ptr<std::vector<uint8_t>>>* owned, size_t* replaced)
-      : s_(s), p_(prefix), origin_(cfg_origin), qf_(qf), load_q_(load_q), owned_(owned), replaced_(replaced) {}
+         WFormat load_q, std::vector<std::shared_ptr<std::vector<uint8_t>>>* owned, size_t* replaced,
+         const std::map<std::string, std::vector<float>>* gains = nullptr)
+      : s_(s), p_(prefix), origin_(cfg_origin), qf_(qf), load_q_(load_q), owned_(owned), replaced_(replaced),
+        gains_(gains) {}
 
   const TensorView& tensor(const std::string& name, const std::vector<int64_t>& shape, const char* why) {
     const TensorView* v = find(name, why);
@@ -215,6 +219,10 @@ class Loader {
   }
   std::vector<float> norm(const std::string& name, int64_t n, bool one_plus) {
     auto v = vec(name, n, "RMSNorm weight");
+    if (gains_ && one_plus) {  // a GGUF's stored (1 + w): the exact effective gain
+      auto it = gains_->find(p_ + name);
+      if (it != gains_->end()) return it->second;
+    }
     if (one_plus)
       for (auto& x : v) x = 1.0f + x;
     return v;
@@ -239,6 +247,7 @@ class Loader {
   WFormat load_q_;
   std::vector<std::shared_ptr<std::vector<uint8_t>>>* owned_;
   size_t* replaced_;
+  const std::map<std::string, std::vector<float>>* gains_;
   std::map<std::string, WeightData> done_;
   std::map<std::string, DType> quantized_src_;
 };
@@ -293,9 +302,21 @@ Model Model::load(const std::string& dir) { return load(dir, default_opts()); }
 Model Model::load(const std::string& dir, const LoadOptions& opt) {
   Model m;
   m.dir_ = dir;
-  m.cfg_ = load_config(dir);
-  m.store_ = TensorStore::open_folder(dir);
-  const QuantFolder qf = read_quant_config(dir);
+  QuantFolder qf;
+  std::map<std::string, std::vector<float>> gains;
+  if (is_gguf_path(dir)) {
+    GgufModel g = open_gguf_model(dir);
+    m.cfg_ = parse_config(g.config, dir);
+    m.store_ = g.store;
+    for (const auto& [name, b] : g.blocks) qf.tensors[name] = QuantFolder::Entry{b.format, b.shape};
+    qf.source_dtype = DType::F32;  // llama.cpp scales the embedding by sqrt(hidden) in f32
+    gains = std::move(g.gains);
+    for (const auto& note : g.notes) std::fprintf(stderr, "[load] %s\n", note.c_str());
+  } else {
+    m.cfg_ = load_config(dir);
+    m.store_ = TensorStore::open_folder(dir);
+    qf = read_quant_config(dir);
+  }
   WFormat load_q = WFormat::Dense;
   if (!opt.quantize.empty() && opt.quantize != "none") load_q = wformat_of(opt.quantize, "--quantize");
   const ModelConfig& c = m.cfg_;
@@ -309,7 +330,7 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     fail(m.store_.where(), ": no embedding tensor found (looked for model.language_model.embed_tokens.weight, "
          "language_model.model.embed_tokens.weight, model.embed_tokens.weight)");
   m.specs_ = build_layer_specs(c);
-  Loader L(m.store_, m.prefix_, c.origin, qf, load_q, &m.owned_, &m.replaced_bytes_);
+  Loader L(m.store_, m.prefix_, c.origin, qf, load_q, &m.owned_, &m.replaced_bytes_, &gains);
   const int64_t H = c.hidden_size, V = c.vocab_size;
   ModelWeights& w = m.w_;
   w.embed = L.matrix("embed_tokens.weight", V, H, "vocab_size x hidden_size");

@@ -77,6 +77,8 @@ class Model {
  public:
   // Loads config.json (+ generation_config.json) and the safetensors of a model folder. A folder
   // written by `gemmatune quantize` (config.json "quantization_config") holds U8 block tensors.
+  // `dir` may also be a GGUF file (model/gguf_model.h): its metadata, tensors (under their Hugging
+  // Face names; Q8_0/Q4_0 blocks in place) and norms are mapped to the same Model.
   static Model load(const std::string& dir, const LoadOptions& opt);
   // The same with the process-wide options (set_default_load_options; the global --quantize).
   static Model load(const std::string& dir);

@@ -19,6 +19,7 @@
 #include "gemmatune/data/tokenizer.h"
 #include "gemmatune/lora/adapter.h"
 #include "gemmatune/model/decoder.h"
+#include "gemmatune/model/model_files.h"
 #include "gemmatune/model/plan.h"
 #include "gemmatune/train/adamw.h"
 #include "gemmatune/train/checkpoint.h"
@@ -246,7 +247,7 @@ void validate(const TrainOptions& o) {
 
 std::unique_ptr<ChatTemplate> open_template(const std::string& model_dir, const std::string& chat_template) {
   try {
-    return std::make_unique<ChatTemplate>(ChatTemplate::from_model_dir(model_dir, chat_template));
+    return std::make_unique<ChatTemplate>(open_model_chat_template(model_dir, chat_template));
   } catch (const Error& e) {
     if (!chat_template.empty()) throw;
     std::fprintf(stderr, "[train] no chat template (%s): only plain-text data can be used\n", e.what());
@@ -360,9 +361,9 @@ Trainer::Trainer(const std::string& model_dir, const std::string& out_dir, const
   rs_ = unpack(o, model_);
   // Every micro-batch of the global step (grad_accum on each of the ranks) adds its share.
   rs_.extras.moe_aux_scale = 1.0 / double(micro_per_step());
-  const std::string tok_path = model_dir + "/tokenizer.json";
-  if (!file_exists(tok_path)) fail("train: ", model_dir, " has no tokenizer.json");
-  tok_.emplace(Tokenizer::from_file(tok_path));
+  auto tok = open_model_tokenizer(model_dir);
+  if (!tok) fail("train: ", model_dir, " has no tokenizer.json");
+  tok_.emplace(std::move(*tok));
   tmpl_ = open_template(model_dir, o.chat_template);
   adapter_ = Adapter::create(model_, rs_.lora, o.seed);
   if (root()) print_adapter(adapter_, rs_.lora);
