@@ -26,6 +26,7 @@
 #include <cstring>
 #include <vector>
 
+#include "gemmatune/kernels/gemv_split.h"
 #include "gemmatune/kernels/linear.h"
 #include "gemmatune/util/error.h"
 
@@ -260,16 +261,8 @@ void gemv_typed(const float* x, int64_t m, const Weight2D& w, float* y, bool acc
   }
   const T* wd = static_cast<const T*>(w.data);
   const int64_t pf = kPrefetch;
-  // Below ~64 KiB of weight the fork/join costs more than a second thread saves.
-  const int64_t bytes = n * k * int64_t(sizeof(T)) * std::max<int64_t>(1, m / 4);
-  const int nt = bytes < (int64_t(64) << 10) ? 1 : int(std::min<int64_t>(omp_get_max_threads(), n));
-  if (nt == 1) return gemv_rows<L>(wd, k, 0, n, xp, kp, m, y, ldy, accumulate, pf);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-    const int64_t j0 = n * t / tn, j1 = n * (t + 1) / tn;
-    gemv_rows<L>(wd, k, j0, j1, xp, kp, m, y, ldy, accumulate, pf);
-  }
+  gemv_split_rows(n, n * k * int64_t(sizeof(T)), m,
+                  [&](int64_t j0, int64_t j1) { gemv_rows<L>(wd, k, j0, j1, xp, kp, m, y, ldy, accumulate, pf); });
 }
 
 }  // namespace

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "gemmatune/kernels/gemm.h"
+#include "gemmatune/kernels/gemv_split.h"
 #include "gemmatune/kernels/linear.h"
 #include "gemmatune/util/cpu.h"
 #include "gemmatune/util/error.h"
@@ -370,14 +371,7 @@ void gemv_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, 
     else
       gemv_q_rows<BlockQ4K>(wd, rb, k, j0, j1, x, m, ldx, y, ldy, accumulate);
   };
-  const int64_t bytes = int64_t(w.bytes()) * std::max<int64_t>(1, m / 4);
-  const int nt = bytes < (int64_t(64) << 10) ? 1 : int(std::min<int64_t>(omp_get_max_threads(), n));
-  if (nt == 1) return run(0, n);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-    run(n * t / tn, n * (t + 1) / tn);
-  }
+  gemv_split_rows(n, int64_t(w.bytes()), m, run);
 }
 
 // Threads: one parallel region per call; each thread dequantizes its own panels and runs the f32

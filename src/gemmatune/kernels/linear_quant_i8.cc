@@ -23,6 +23,7 @@
 #include <cstring>
 #include <vector>
 
+#include "gemmatune/kernels/gemv_split.h"
 #include "gemmatune/kernels/linear.h"
 #include "gemmatune/util/error.h"
 
@@ -192,14 +193,7 @@ void gemv_forward_quant_i8(const float* x, int64_t m, const Weight2D& w, float* 
     else
       gemv_rows_i8<I8Q4>(wd, rb, k, j0, j1, qp, dp, m, y, ldy, accumulate);
   };
-  const int64_t bytes = int64_t(w.bytes()) * std::max<int64_t>(1, m / 4);
-  const int nt = bytes < (int64_t(64) << 10) ? 1 : int(std::min<int64_t>(omp_get_max_threads(), n));
-  if (nt == 1) return run(0, n);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-    run(n * t / tn, n * (t + 1) / tn);
-  }
+  gemv_split_rows(n, int64_t(w.bytes()), m, run);
 }
 
 }  // namespace gt::linear_detail
