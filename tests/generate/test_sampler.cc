@@ -1,6 +1,7 @@
 // Sampling options: seeded determinism, and that top-k / top-p / min-p really restrict the support.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -107,4 +108,68 @@ TEST(Sampler, BadParametersAreRejected) {
   p = SamplingParams{};
   p.top_k = -1;
   EXPECT_THROW(Sampler{p}, Error);
+}
+
+// Over a Gemma-sized vocabulary, top-p and min-p keep exactly the candidates (and probabilities) a
+// full sort gives, although only a growing prefix is sorted; temperature alone keeps every token.
+TEST(Sampler, LargeVocabularyFiltersEqualAFullSort) {
+  const int64_t n = 262144;
+  std::vector<float> l(static_cast<size_t>(n));
+  uint32_t st = 12345;
+  for (auto& v : l) {  // xorshift: flat-ish logits, so top-p needs thousands of candidates
+    st ^= st << 13, st ^= st >> 17, st ^= st << 5;
+    v = float(st % 100000) / 20000.0f;
+  }
+  l[77] = 6.0f;  // a favourite above the flat rest
+  for (float top_p : {0.01f, 0.2f, 0.5f, 0.95f}) {
+    for (float min_p : {0.0f, 0.05f}) {
+      SamplingParams p;
+      p.temperature = 0.7f;
+      p.top_p = top_p;
+      p.min_p = min_p;
+      Sampler s(p);
+      auto got = s.distribution(l.data(), n, {});
+      // Reference: softmax over all, full sort (highest first, ties by id), prefix to top_p, min_p, renormalise.
+      std::vector<std::pair<double, int32_t>> ref;
+      double mx = -1e30, sum = 0;
+      for (float v : l) mx = std::max(mx, double(v / 0.7f));
+      for (int64_t i = 0; i < n; ++i) {
+        const double e = std::exp(double(l[size_t(i)] / 0.7f) - mx);
+        ref.push_back({e, int32_t(i)});
+        sum += e;
+      }
+      std::sort(ref.begin(), ref.end(), [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+      size_t keep = 0;
+      double cum = 0;
+      while (keep < ref.size()) {
+        cum += ref[keep].first / sum;
+        ++keep;
+        if (cum >= top_p) break;
+      }
+      ref.resize(keep);
+      const double thr = min_p * ref[0].first;
+      while (!ref.empty() && ref.back().first < thr) ref.pop_back();
+      ASSERT_EQ(got.size(), ref.size()) << "top_p " << top_p << " min_p " << min_p;
+      double rs = 0;
+      for (const auto& r : ref) rs += r.first;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        ASSERT_EQ(got[i].first, ref[i].second) << "candidate " << i << ", top_p " << top_p;
+        ASSERT_NEAR(got[i].second, ref[i].first / rs, 1e-5 * ref[i].first / rs + 1e-9);
+      }
+      if (top_p >= 0.5f) {
+        EXPECT_GT(got.size(), 512u) << "the prefix had to grow past 64 and 512";
+      }
+    }
+  }
+  SamplingParams p;
+  p.temperature = 1.0f;
+  Sampler s(p);
+  auto all = s.distribution(l.data(), n, {});
+  ASSERT_EQ(all.size(), size_t(n));
+  double tot = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(all[size_t(i)].first, int32_t(i));
+    tot += all[size_t(i)].second;
+  }
+  EXPECT_NEAR(tot, 1.0, 1e-6);
 }

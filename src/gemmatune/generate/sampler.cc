@@ -52,34 +52,54 @@ std::vector<std::pair<int32_t, float>> Sampler::filter(const std::vector<float>&
   }
   cand.reserve(size_t(n));
   for (int64_t i = 0; i < n; ++i) cand.push_back({int32_t(i), l[size_t(i)] / p_.temperature});
-  auto by_logit = [](const auto& a, const auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); };
+  // Highest first, ties by id. Only as much of the order as a filter needs is established: a full
+  // sort of a 262k vocabulary costs ~20 ms per token, more than a decode step of a small model.
+  auto by_value = [](const auto& a, const auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); };
+  size_t sorted = 0;  // cand[0, sorted) holds the `sorted` highest, in order
   if (p_.top_k > 0 && p_.top_k < n) {
-    std::partial_sort(cand.begin(), cand.begin() + p_.top_k, cand.end(), by_logit);
+    std::partial_sort(cand.begin(), cand.begin() + p_.top_k, cand.end(), by_value);
     cand.resize(size_t(p_.top_k));
-  } else {
-    std::sort(cand.begin(), cand.end(), by_logit);
+    sorted = cand.size();
   }
-  // Softmax over the survivors (sorted, highest first).
-  const float mx = cand.front().second;
+  // Softmax over the candidates.
+  float mx = cand.front().second;
+  for (const auto& c : cand) mx = std::max(mx, c.second);
   double sum = 0;
   for (auto& c : cand) sum += (c.second = std::exp(c.second - mx));
   for (auto& c : cand) c.second = float(c.second / sum);
   if (p_.top_p < 1.0f) {
-    double cum = 0;
-    size_t keep = 0;
-    while (keep < cand.size()) {
-      cum += cand[keep].second;
-      ++keep;
-      if (cum >= p_.top_p) break;
+    // The smallest prefix of the sorted order that holds top_p of the mass: sort a growing prefix
+    // (64, 512, ... candidates) until it holds that much.
+    size_t k = sorted ? sorted : std::min(cand.size(), size_t(64));
+    for (;;) {
+      if (k > sorted) {
+        std::partial_sort(cand.begin(), cand.begin() + std::ptrdiff_t(k), cand.end(), by_value);
+        sorted = k;
+      }
+      double cum = 0;
+      size_t keep = 0;
+      while (keep < k) {
+        cum += cand[keep].second;
+        ++keep;
+        if (cum >= p_.top_p) break;
+      }
+      if (cum >= p_.top_p || k == cand.size()) {
+        cand.resize(keep);
+        sorted = keep;
+        break;
+      }
+      k = std::min(cand.size(), k * 8);
     }
-    cand.resize(keep);
   }
   if (p_.min_p > 0.0f) {
-    const float thr = p_.min_p * cand.front().second;
-    size_t keep = 1;
-    while (keep < cand.size() && cand[keep].second >= thr) ++keep;
-    cand.resize(keep);
+    float top = 0.0f;
+    for (const auto& c : cand) top = std::max(top, c.second);
+    const float thr = p_.min_p * top;
+    cand.erase(std::remove_if(cand.begin(), cand.end(), [&](const auto& c) { return c.second < thr; }), cand.end());
+    if (sorted < cand.size()) std::sort(cand.begin(), cand.end(), by_value);
+    sorted = cand.size();
   }
+  // Without top-k / top-p / min-p every token stays a candidate, in id order (no sort needed).
   double s = 0;
   for (auto& c : cand) s += c.second;
   for (auto& c : cand) c.second = float(c.second / s);

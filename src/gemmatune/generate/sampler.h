@@ -38,7 +38,8 @@ class Sampler {
   // and the `top_n` most likely tokens'.
   int32_t sample(const float* logits, int64_t n, const std::vector<int32_t>& history, SampledLogprobs* lp = nullptr,
                  int64_t top_n = 0);
-  // The candidate set and probabilities after every filter (for tests and debugging).
+  // The candidate set and probabilities after every filter (for tests and debugging): highest first
+  // when top-k, top-p or min-p is set (they need the order), otherwise every token in id order.
   std::vector<std::pair<int32_t, float>> distribution(const float* logits, int64_t n, const std::vector<int32_t>& history) const;
   const SamplingParams& params() const { return p_; }
 
