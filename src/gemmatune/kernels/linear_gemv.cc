@@ -26,7 +26,7 @@
 #include <cstring>
 #include <vector>
 
-#include "gemmatune/kernels/gemv_split.h"
+#include "gemmatune/kernels/gemv_common.h"
 #include "gemmatune/kernels/linear.h"
 #include "gemmatune/util/error.h"
 
@@ -63,13 +63,6 @@ struct LoadF32 {
     hi = _mm256_loadu_ps(p + 8);
   }
 };
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // Accumulators per (row, activation row): enough independent chains (>= 6-8) to hide the
 // 4-cycle FMA latency on both pipes. NA=2 keeps the even and odd halves apart; NA=4 also

@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "gemmatune/kernels/gemm.h"
-#include "gemmatune/kernels/gemv_split.h"
+#include "gemmatune/kernels/gemv_common.h"
 #include "gemmatune/kernels/linear.h"
 #include "gemmatune/util/cpu.h"
 #include "gemmatune/util/error.h"
@@ -49,11 +49,8 @@ void gemv_q_avx512(int format, const uint8_t* w, size_t row_bytes, int64_t k, in
 
 namespace {
 
-inline float scale_of(const uint8_t* blk) {
-  uint16_t h;
-  std::memcpy(&h, blk, 2);
-  return _cvtsh_ss(h);
-}
+using linear_detail::block_scale;
+using linear_detail::hsum;
 
 // One block as 32 floats q (Q8_0: q, Q4_0: nibble - 8) in 4 ymm, natural order.
 struct BlockQ8 {
@@ -86,7 +83,7 @@ constexpr size_t kQ4KBytes = 144;
 // The sub-block scales d*sc and offsets dmin*m of a super-block, as ggml's dequantize_row_q4_K
 // computes them (f32 products of the f16 d / dmin and the 6-bit integers).
 inline void q4k_scales(const uint8_t* blk, float (&dd)[8], float (&mm)[8]) {
-  const float d = scale_of(blk), dmin = scale_of(blk + 2);
+  const float d = block_scale(blk), dmin = block_scale(blk + 2);
   const uint8_t* s = blk + 4;
   for (int j = 0; j < 8; ++j) {
     int sc, m;
@@ -149,7 +146,7 @@ void dequant_rows(const uint8_t* w, size_t row_bytes, int64_t b0, int64_t b1, in
       const uint8_t* blk = row + size_t(b) * B::kBytes;
       __m256 q[4];
       B::load(blk, q);
-      const __m256 d = _mm256_set1_ps(scale_of(blk));
+      const __m256 d = _mm256_set1_ps(block_scale(blk));
       for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + (b - b0) * 32 + 8 * i, _mm256_mul_ps(q[i], d));
     }
   }
@@ -164,13 +161,6 @@ void dequant_slice(const Weight2D& w, int64_t r0, int64_t nr, int64_t b0, int64_
     dequant_rows<BlockQ4>(base, w.row_bytes(), b0, b1, nr, out, ldo);
   else
     dequant_rows_q4k(base, w.row_bytes(), b0, b1, nr, out, ldo);
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 constexpr int64_t kPrefetch = 1024;
@@ -190,7 +180,7 @@ inline void gemv_q_block_rows(const uint8_t* const* rows, int64_t nb, const floa
       _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetch, _MM_HINT_T0);
       __m256 w[4];
       B::load(p, w);
-      const __m256 d = _mm256_set1_ps(scale_of(p));
+      const __m256 d = _mm256_set1_ps(block_scale(p));
 #pragma GCC unroll 4
       for (int b = 0; b < MB; ++b) {
         const float* xp = xb + b * ldx;

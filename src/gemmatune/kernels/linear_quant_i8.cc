@@ -23,26 +23,13 @@
 #include <cstring>
 #include <vector>
 
-#include "gemmatune/kernels/gemv_split.h"
+#include "gemmatune/kernels/gemv_common.h"
 #include "gemmatune/kernels/linear.h"
 #include "gemmatune/util/error.h"
 
 namespace gt::linear_detail {
 
 namespace {
-
-inline float f16_scale(const uint8_t* blk) {
-  uint16_t h;
-  std::memcpy(&h, blk, 2);
-  return _cvtsh_ss(h);
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // Weight block -> 32 signed bytes in natural order.
 struct I8Q8 {
@@ -81,7 +68,7 @@ inline void rows_i8(const uint8_t* const* rows, int64_t nb, const int8_t* qx, co
       const uint8_t* p = rows[r] + size_t(blk) * B::kBytes;
       _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetch, _MM_HINT_T0);
       const __m256i w = B::load(p);
-      const float dw = f16_scale(p);
+      const float dw = block_scale(p);
 #pragma GCC unroll 4
       for (int b = 0; b < MB; ++b) {
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + b * k + blk * 32));
