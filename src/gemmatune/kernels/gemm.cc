@@ -149,9 +149,11 @@ uint8_t* aligned_buf(std::vector<uint8_t>& v, size_t bytes) {
 
 int64_t round_up(int64_t x, int64_t r) { return (x + r - 1) / r * r; }
 
-// One thread's block: C[m, nc] (+)= A[m, kr] · B[kr, j0 : j0 + nc].
-void gemm_block(const GemmKernel& K, const float* a, int64_t lda, int64_t m, DType dt, const void* w, int64_t ldw,
-                bool trans, int64_t j0, int64_t nc, int64_t kr, float* c, int64_t ldc, bool accumulate) {
+// One thread's block: C[m, nc] (+)= A[m, kr] · B[kr, j0 : j0 + nc]; pack_b(j0, nc, p0, kc, bp) packs
+// B[p0 .. p0 + kc, j0 .. j0 + nc) for the kernel.
+template <class PackB>
+void gemm_block(const GemmKernel& K, const float* a, int64_t lda, int64_t m, const PackB& pack_b, int64_t j0,
+                int64_t nc, int64_t kr, float* c, int64_t ldc, bool accumulate) {
   thread_local std::vector<uint8_t> abuf, bbuf;
   // The reduction is cut into equal blocks of at most K.kc (multiples of 8): no short last block
   // whose C update would cost as much as a full one. Every f32 kernel uses the same rule and the
@@ -165,7 +167,7 @@ void gemm_block(const GemmKernel& K, const float* a, int64_t lda, int64_t m, DTy
     const int64_t ncb = std::min(K.nc, nc - jc);
     for (int64_t pc = 0; pc < kr; pc += kcb) {
       const int64_t kc = std::min(kcb, kr - pc);
-      K.pack_b(dt, trans, w, ldw, j0 + jc, ncb, pc, kc, bp);
+      pack_b(j0 + jc, ncb, pc, kc, bp);
       const bool add = accumulate || pc > 0;
       for (int64_t ic = 0; ic < m; ic += K.mc) {
         const int64_t mc = std::min(K.mc, m - ic);
@@ -176,22 +178,16 @@ void gemm_block(const GemmKernel& K, const float* a, int64_t lda, int64_t m, DTy
   }
 }
 
-}  // namespace
-
-void gemm(Isa isa, const float* a, int64_t lda, int64_t m, DType dt, const void* w, int64_t ldw, bool trans,
-          int64_t ncols, int64_t kr, float* c, int64_t ldc, bool accumulate) {
-  GT_CHECK(isa_supported(isa), "gemm: kernel '", isa_name(isa), "' needs ", isa_missing(isa), ", which this CPU (",
-           cpu_features().brand, ") lacks");
-  GT_CHECK(dt == DType::F32 || dt == DType::BF16 || dt == DType::F16, "gemm: weight dtype ", dtype_name(dt),
-           ", expected F32, BF16 or F16");
-  if (isa == Isa::Avx512Bf16 && dt != DType::BF16) isa = Isa::Avx512;
+// The threads over gemm_block (see gemm()).
+template <class PackB>
+void run_gemm(const GemmKernel& K, const float* a, int64_t lda, int64_t m, const PackB& pack_b, int64_t ncols,
+              int64_t kr, float* c, int64_t ldc, bool accumulate) {
   if (m <= 0 || ncols <= 0) return;
   if (kr == 0) {
     if (!accumulate)
       for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + ncols, 0.0f);
     return;
   }
-  const GemmKernel& K = *kernel_table(isa);
   const int maxt = omp_get_max_threads();
   // Work per thread must amortise the fork; tiny problems run on the calling thread.
   const double flops = 2.0 * double(m) * double(ncols) * double(kr);
@@ -201,7 +197,7 @@ void gemm(Isa isa, const float* a, int64_t lda, int64_t m, DType dt, const void*
   // larger one (up/down/LM head, m = 512), rows for narrow outputs (kv: 256 columns) and large m.
   // The split never changes a result: every output is computed the same way either way.
   const bool split_cols = (ncols >= m && ncols >= int64_t(nt) * K.nr * 2) || m < int64_t(nt) * K.mr * 2;
-  if (nt == 1) return gemm_block(K, a, lda, m, dt, w, ldw, trans, 0, ncols, kr, c, ldc, accumulate);
+  if (nt == 1) return gemm_block(K, a, lda, m, pack_b, 0, ncols, kr, c, ldc, accumulate);
   // The parts are taken dynamically, up to 4 a thread: on a shared or loaded host a thread that is
   // descheduled for a while no longer holds up the others, which would spin at the join
   // (docs/PERFORMANCE.md, training-step profile). Each part repacks A (column parts) or the whole
@@ -215,12 +211,59 @@ void gemm(Isa isa, const float* a, int64_t lda, int64_t m, DType dt, const void*
     const int64_t u0 = units * p / parts, u1 = units * (p + 1) / parts;
     if (split_cols) {
       const int64_t j0 = u0 * K.nr, j1 = std::min(ncols, u1 * K.nr);
-      if (j1 > j0) gemm_block(K, a, lda, m, dt, w, ldw, trans, j0, j1 - j0, kr, c + j0, ldc, accumulate);
+      if (j1 > j0) gemm_block(K, a, lda, m, pack_b, j0, j1 - j0, kr, c + j0, ldc, accumulate);
     } else {
       const int64_t i0 = u0 * K.mr, i1 = std::min(m, u1 * K.mr);
-      if (i1 > i0) gemm_block(K, a + i0 * lda, lda, i1 - i0, dt, w, ldw, trans, 0, ncols, kr, c + i0 * ldc, ldc, accumulate);
+      if (i1 > i0) gemm_block(K, a + i0 * lda, lda, i1 - i0, pack_b, 0, ncols, kr, c + i0 * ldc, ldc, accumulate);
     }
   }
+}
+
+}  // namespace
+
+void gemm(Isa isa, const float* a, int64_t lda, int64_t m, DType dt, const void* w, int64_t ldw, bool trans,
+          int64_t ncols, int64_t kr, float* c, int64_t ldc, bool accumulate) {
+  GT_CHECK(isa_supported(isa), "gemm: kernel '", isa_name(isa), "' needs ", isa_missing(isa), ", which this CPU (",
+           cpu_features().brand, ") lacks");
+  GT_CHECK(dt == DType::F32 || dt == DType::BF16 || dt == DType::F16, "gemm: weight dtype ", dtype_name(dt),
+           ", expected F32, BF16 or F16");
+  if (isa == Isa::Avx512Bf16 && dt != DType::BF16) isa = Isa::Avx512;
+  const GemmKernel& K = *kernel_table(isa);
+  auto pack_b = [&](int64_t j0, int64_t nc, int64_t p0, int64_t kc, uint8_t* bp) {
+    K.pack_b(dt, trans, w, ldw, j0, nc, p0, kc, bp);
+  };
+  run_gemm(K, a, lda, m, pack_b, ncols, kr, c, ldc, accumulate);
+}
+
+void gemm_blocks(Isa isa, const float* a, int64_t lda, int64_t m, const BlockSource& w, bool trans, int64_t ncols,
+                 int64_t kr, float* c, int64_t ldc, bool accumulate) {
+  GT_CHECK(isa_supported(isa), "gemm: kernel '", isa_name(isa), "' needs ", isa_missing(isa), ", which this CPU (",
+           cpu_features().brand, ") lacks");
+  if (isa == Isa::Avx512Bf16) isa = Isa::Avx512;
+  const GemmKernel& K = *kernel_table(isa);
+  // Columns per strip: a multiple of every f32 kernel's nr; 64 x (256 + 32) floats = 72 KiB.
+  constexpr int64_t S = 64;
+  GT_CHECK(K.kpack == 1 && S % K.nr == 0, "gemm_blocks: kernel '", K.name, "' does not pack f32 strips");
+  auto pack_b = [&](int64_t j0, int64_t nc, int64_t p0, int64_t kc, uint8_t* bpv) {
+    thread_local std::vector<float> scratch;
+    float* bp = reinterpret_cast<float*>(bpv);
+    for (int64_t js = 0; js < nc; js += S) {
+      const int64_t q = std::min(S, nc - js);
+      // The columns of W this strip needs, widened to whole blocks of 32.
+      const int64_t c0 = trans ? p0 : j0 + js, c1 = trans ? p0 + kc : j0 + js + q;
+      const int64_t b0 = c0 / 32, b1 = (c1 + 31) / 32, ld = (b1 - b0) * 32;
+      const int64_t rows = trans ? q : kc;
+      if (scratch.size() < size_t(rows * ld)) scratch.resize(size_t(rows * ld));
+      if (trans) {
+        w.fill(w.ctx, j0 + js, q, b0, b1, scratch.data(), ld);
+        K.pack_b(DType::F32, true, scratch.data(), ld, 0, q, p0 - b0 * 32, kc, bp + js * kc);
+      } else {
+        w.fill(w.ctx, p0, kc, b0, b1, scratch.data(), ld);
+        K.pack_b(DType::F32, false, scratch.data(), ld, c0 - b0 * 32, q, 0, kc, bp + js * kc);
+      }
+    }
+  };
+  run_gemm(K, a, lda, m, pack_b, ncols, kr, c, ldc, accumulate);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -95,6 +95,22 @@ void probe(double gflops[kNumIsa], int rounds = 3);
 void gemm(Isa isa, const float* a, int64_t lda, int64_t m, DType wdt, const void* w, int64_t ldw, bool trans,
           int64_t nc, int64_t kr, float* c, int64_t ldc, bool accumulate);
 
+// A weight whose f32 values are made on demand from blocks of 32 along its rows (quantized
+// weights, kernels/linear_quant.cc). fill(ctx, r0, nr, b0, b1, out, ldo) writes rows [r0, r0 + nr)
+// and columns [32 b0, 32 b1) of the stored W (forward layout [nc, kr] when `trans`, else [kr, nc])
+// into out, row stride ldo.
+struct BlockSource {
+  void (*fill)(const void* ctx, int64_t r0, int64_t nr, int64_t b0, int64_t b1, float* out, int64_t ldo);
+  const void* ctx;
+};
+// The GEMM on such a weight with an f32 kernel (Avx512Bf16 runs Avx512): the blocks are turned
+// into f32 strip by strip while packing (an L2-sized scratch per strip of 64 columns), inside the
+// same blocking, threading and accumulation order as gemm() on the f32 weight, so the result is
+// bit-identical to gemm() on the dequantized weight. W's reduction (kr when trans, nc otherwise)
+// must be whole blocks: the columns of W are a multiple of 32.
+void gemm_blocks(Isa isa, const float* a, int64_t lda, int64_t m, const BlockSource& w, bool trans, int64_t nc,
+                 int64_t kr, float* c, int64_t ldc, bool accumulate);
+
 // ---- For the ISA translation units (kernels/x86/gemm_*.cc) and the driver. ----
 // Packed layouts are private to each kernel; the driver only sizes and hands out the buffers.
 struct GemmKernel {
@@ -106,6 +122,9 @@ struct GemmKernel {
   // Ap = packed A[i0 .. i0+mc, p0 .. p0+kc) for a block (a points at A[i0, p0]).
   void (*pack_a)(const float* a, int64_t lda, int64_t mc, int64_t kc, void* ap);
   // Bp = packed B[p0 .. p0+kc, j0 .. j0+nc) from W (stored dtype `dt`, row stride ldw).
+  // f32 kernels (kpack 1) pack strips of nr columns one after another, kc x nr floats each, so
+  // packing columns [j, j + q) with j a multiple of nr fills floats [j kc, (j + q) kc) of Bp
+  // (gemm_blocks relies on this).
   void (*pack_b)(DType dt, bool trans, const void* w, int64_t ldw, int64_t j0, int64_t nc, int64_t p0, int64_t kc,
                  void* bp);
   // C[mc, nc] (+)= Ap · Bp (add: C += ..., else C = ...).

@@ -16,12 +16,12 @@
 //    AVX2 only: AVX-512 hosts run this kernel for Q4_K too.
 //    These exact GEMVs run under `--precision f32`; under `auto` (the default) Q8_0/Q4_0 decode
 //    takes the int8-activation GEMV of linear_quant_i8.cc (llama.cpp's numerics; its bound is there).
-//  * prefill / training GEMM and the backward-input product: row panels of kPanelRows rows are
-//    dequantized to f32 into a per-thread scratch (kPanelRows x k floats, never the whole weight)
-//    and fed to the f32 GEMM of kernels/gemm.h. The backward panels follow the GEMM's own cut of
-//    the reduction (equal blocks of <= KC = 256), so the forward AND the backward-input results are
-//    bit-identical to the f32 GEMM on a dequantized f32 copy of the weight. Columns are dequantized
-//    in units of 32 (a block, or a Q4_K sub-block with its super-block's scales).
+//  * prefill / training GEMM and the backward-input product: the f32 GEMM of kernels/gemm.h with
+//    the blocks dequantized inside its packing (gemm::gemm_blocks: strips of 64 columns into an
+//    L2-sized per-thread scratch, never the whole weight). Its blocking, threads and accumulation
+//    order are those of gemm() on a dequantized f32 copy of the weight, so the forward AND the
+//    backward-input results are bit-identical to that. Columns are dequantized in units of 32 (a
+//    block, or a Q4_K sub-block with its super-block's scales).
 //    (Measured alternative, llama.cpp's int8 activations quantized per block: not kept, see
 //    docs/QUANTIZATION.md.)
 #include <immintrin.h>
@@ -297,10 +297,6 @@ void check_quant(const Weight2D& w, const char* fn) {
            ", not a multiple of ", bv);
 }
 
-// Rows per dequantized panel (at most): the f32 GEMM's reduction block KC (kernels/x86/gemm_avx2.cc
-// and gemm_avx512.cc both use 256), so the backward-input reduction is split where it splits it.
-constexpr int64_t kPanelRows = 256;
-
 bool use_avx512_gemv() {
   static const int mode = [] {
     const char* e = std::getenv("GEMMATUNE_CPU_DISABLE");
@@ -364,12 +360,12 @@ void gemv_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, 
   gemv_split_rows(n, int64_t(w.bytes()), m, run);
 }
 
-// Threads: one parallel region per call; each thread dequantizes its own panels and runs the f32
-// GEMM on them (a nested region inside runs on that one thread), so there is no fork/join per panel.
+// Prefill / training: the f32 GEMM of kernels/gemm.cc with the blocks dequantized strip by strip
+// inside its packing (gemm::gemm_blocks): no f32 copy of a weight, and the same blocking, threads
+// and accumulation order as the GEMM on the dequantized f32 weight (bit-identical to it).
 namespace {
-int gemm_threads(int64_t m, int64_t n, int64_t k, int64_t units) {
-  const double flops = 2.0 * double(m) * double(n) * double(k);
-  return flops < 2e6 ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), units)));
+void fill_blocks(const void* ctx, int64_t r0, int64_t nr, int64_t b0, int64_t b1, float* out, int64_t ldo) {
+  dequant_slice(*static_cast<const Weight2D*>(ctx), r0, nr, b0, b1, out, ldo);
 }
 }  // namespace
 
@@ -378,64 +374,15 @@ void gemm_forward_quant(const float* x, int64_t m, const Weight2D& w, float* y, 
   check_quant(w, "linear");
   if (ldx == 0) ldx = w.k;
   if (ldy == 0) ldy = w.n;
-  if (m <= 0 || w.n <= 0) return;
-  const gemm::Isa isa = gemm::kernel_for(DType::F32);
-  // Panels of ~1 MiB of f32 (16 .. 4096 rows); each thread takes a contiguous range of rows
-  // (output columns), so the outputs are computed exactly as the f32 GEMM computes them.
-  const int64_t P = std::clamp<int64_t>((int64_t(1) << 18) / std::max<int64_t>(w.k, 1), 16, 4096);
-  auto work = [&](int64_t j0, int64_t j1) {
-    thread_local std::vector<float> buf;
-    if (buf.size() < size_t(std::min(P, j1 - j0) * w.k)) buf.resize(size_t(std::min(P, j1 - j0) * w.k));
-    for (int64_t j = j0; j < j1; j += P) {
-      const int64_t nr = std::min(P, j1 - j);
-      weight_rows_to_f32(w, j, nr, buf.data());
-      gemm::gemm(isa, x, ldx, m, DType::F32, buf.data(), w.k, /*trans=*/true, nr, w.k, y + j, ldy, accumulate);
-    }
-  };
-  const int nt = gemm_threads(m, w.n, w.k, (w.n + 15) / 16);
-  if (nt == 1) return work(0, w.n);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-    const int64_t a = w.n * t / tn / 16 * 16, b = t + 1 == tn ? w.n : w.n * (t + 1) / tn / 16 * 16;
-    if (b > a) work(a, b);
-  }
+  const gemm::BlockSource src{fill_blocks, &w};
+  gemm::gemm_blocks(gemm::kernel_for(DType::F32), x, ldx, m, src, /*trans=*/true, w.n, w.k, y, ldy, accumulate);
 }
 
 void gemm_backward_input_quant(const float* dy, int64_t m, const Weight2D& w, float* dx, bool accumulate) {
   check_quant(w, "linear_backward_input");
-  if (m <= 0 || w.k <= 0) return;
-  if (w.n == 0) {
-    if (!accumulate) std::fill(dx, dx + m * w.k, 0.0f);
-    return;
-  }
-  // The f32 GEMM cuts a reduction of n into ceil(n / 256) equal blocks of a multiple of 8
-  // (kernels/gemm.cc, gemm_block); panels cut the same way keep its accumulation order exactly.
-  const int64_t nkb = (w.n + kPanelRows - 1) / kPanelRows;
-  const int64_t pr = std::min(kPanelRows, ((w.n + nkb - 1) / nkb + 7) / 8 * 8);
-  const gemm::Isa isa = gemm::kernel_for(DType::F32);
-  const int64_t kb = w.k / 32;
-  // Each thread owns a range of dx's columns (whole blocks) and walks all panels in order.
-  auto work = [&](int64_t b0, int64_t b1) {
-    const int64_t cols = (b1 - b0) * 32;
-    thread_local std::vector<float> buf;
-    if (buf.size() < size_t(pr * cols)) buf.resize(size_t(pr * cols));
-    for (int64_t j0 = 0; j0 < w.n; j0 += pr) {
-      const int64_t nr = std::min(pr, w.n - j0);
-      dequant_slice(w, j0, nr, b0, b1, buf.data(), cols);
-      // dx[:, cols] (+)= dy[:, j0 .. j0+nr) · W[j0 .. j0+nr, cols]
-      gemm::gemm(isa, dy + j0, w.n, m, DType::F32, buf.data(), cols, /*trans=*/false, cols, nr, dx + b0 * 32, w.k,
-                 accumulate || j0 > 0);
-    }
-  };
-  const int nt = gemm_threads(m, w.n, w.k, kb);
-  if (nt == 1) return work(0, kb);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-    const int64_t a = kb * t / tn, b = kb * (t + 1) / tn;
-    if (b > a) work(a, b);
-  }
+  // dx[m, k] (+)= dy[m, n] · W[n, k]
+  const gemm::BlockSource src{fill_blocks, &w};
+  gemm::gemm_blocks(gemm::kernel_for(DType::F32), dy, w.n, m, src, /*trans=*/false, w.k, w.n, dx, w.k, accumulate);
 }
 
 }  // namespace linear_detail
