@@ -2,11 +2,10 @@
 //
 // The activations are quantized once per call, per block of 32 values, to int8 with one f32 scale
 // (dx = max|x| / 127, qx = round-to-nearest-even(x / dx)); each weight block then costs one 32-byte
-// integer dot product: vpsignb makes the weight unsigned and moves its sign onto the activation,
-// vpmaddubsw multiplies and adds pairs into int16 (|pair| <= 2 * 128 * 127 < 2^15: exact), vpmaddwd
-// adds those into 8 int32 lanes (exact), and one FMA adds them, times dw * dx, into f32 lanes.
-// Per block that is 8-13 instructions instead of the ~24 of widening 32 weights to f32, so the
-// 4-bit GEMV stops being compute-bound.
+// integer dot product (I8Q8 / I8Q4 below: vpmaddubsw multiplies and adds pairs into int16 exactly,
+// vpmaddwd adds those into 8 int32 lanes exactly) and one FMA that adds them, times dw * dx, into
+// f32 lanes. Per block that is 8-11 instructions instead of the ~24 of widening 32 weights to f32,
+// so the 4-bit GEMV is much less compute-bound.
 //
 // Numerics (the precision contract, docs/QUANTIZATION.md): the result is the f32 dot product of
 // the dequantized weight with the *int8-rounded* activations; the only difference from exact mode
@@ -31,34 +30,39 @@ namespace gt::linear_detail {
 
 namespace {
 
-// Weight block -> 32 signed bytes in natural order.
+// Weight block -> 32 int32 partial sums (8 lanes) of sum(w * x) over one block, x in [-127, 127]
+// (32 signed bytes in natural order), plus the block's correction `c` (see Q4).
 struct I8Q8 {
   static constexpr size_t kBytes = 34;
-  static inline __m256i load(const uint8_t* blk) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2)); }
+  // w signed, |w| <= 127: vpsignb makes it unsigned and moves its sign onto x; vpmaddubsw's pairs
+  // are <= 2 * 127 * 127 < 2^15 (exact), vpmaddwd adds them into 8 int32 lanes (exact).
+  static inline __m256i dot(const uint8_t* blk, __m256i x, __m256i /*c*/) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+    const __m256i aw = _mm256_sign_epi8(w, w);
+    const __m256i sx = _mm256_sign_epi8(x, w);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
+  }
 };
 struct I8Q4 {
   static constexpr size_t kBytes = 18;
-  static inline __m256i load(const uint8_t* blk) {
+  // w = q - 8 with q the unsigned nibble: sum((q - 8) x) = sum(q x) - 8 sum(x). vpmaddubsw takes q
+  // unsigned directly (pairs <= 2 * 15 * 127, exact) and `c` holds 8 sum(x) over each lane's 4
+  // bytes, precomputed once per call: two instructions fewer per block than the sign trick, and
+  // the same int32 lanes exactly (lane l = sum over bytes 4l .. 4l + 3 of (q - 8) x).
+  static inline __m256i dot(const uint8_t* blk, __m256i x, __m256i c) {
     const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
     // byte j: value j (low nibble), value j + 16 (high nibble)
-    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-    return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+    const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0f));
+    return _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1)), c);
   }
 };
 
-// 8 int32 lanes of sum(w * x) over one block (w signed, |w| <= 128; x in [-127, 127]).
-inline __m256i dot_i8(__m256i w, __m256i x) {
-  const __m256i aw = _mm256_sign_epi8(w, w);  // |w| as unsigned bytes (-128 -> 128)
-  const __m256i sx = _mm256_sign_epi8(x, w);  // x * sign(w)
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
-}
-
-constexpr int64_t kPrefetch = 1024;
-
-// NR weight rows against MB quantized activation rows (qx: int8 [MB][k], dx: [MB][nb]).
+// NR weight rows against MB quantized activation rows (qx: int8 [MB][k], dx: [MB][nb], cx: the
+// per-block corrections, 8 int32 per block, [MB][nb][8]). The hardware prefetcher follows the NR
+// sequential block streams.
 template <class B, int NR, int MB>
-inline void rows_i8(const uint8_t* const* rows, int64_t nb, const int8_t* qx, const float* dx, int64_t k,
-                    float* const* ys, int64_t ldy, bool accumulate) {
+inline void rows_i8(const uint8_t* const* rows, int64_t nb, const int8_t* qx, const float* dx, const int32_t* cx,
+                    int64_t k, float* const* ys, int64_t ldy, bool accumulate) {
   __m256 acc[NR][MB];
   for (int r = 0; r < NR; ++r)
     for (int b = 0; b < MB; ++b) acc[r][b] = _mm256_setzero_ps();
@@ -66,14 +70,13 @@ inline void rows_i8(const uint8_t* const* rows, int64_t nb, const int8_t* qx, co
 #pragma GCC unroll 2
     for (int r = 0; r < NR; ++r) {
       const uint8_t* p = rows[r] + size_t(blk) * B::kBytes;
-      _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetch, _MM_HINT_T0);
-      const __m256i w = B::load(p);
       const float dw = block_scale(p);
 #pragma GCC unroll 4
       for (int b = 0; b < MB; ++b) {
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + b * k + blk * 32));
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cx + (b * nb + blk) * 8));
         const __m256 s = _mm256_set1_ps(dw * dx[b * nb + blk]);
-        acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(w, x)), s, acc[r][b]);
+        acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(B::dot(p, x, c)), s, acc[r][b]);
       }
     }
   }
@@ -86,18 +89,19 @@ inline void rows_i8(const uint8_t* const* rows, int64_t nb, const int8_t* qx, co
 }
 
 template <class B, int NR>
-inline void rows_all_m(const uint8_t* const* rows, int64_t nb, const int8_t* qx, const float* dx, int64_t k, int64_t m,
-                       float* const* ys, int64_t ldy, bool accumulate) {
+inline void rows_all_m(const uint8_t* const* rows, int64_t nb, const int8_t* qx, const float* dx, const int32_t* cx,
+                       int64_t k, int64_t m, float* const* ys, int64_t ldy, bool accumulate) {
   for (int64_t i = 0; i < m;) {
     float* yi[NR];
     for (int q = 0; q < NR; ++q) yi[q] = ys[q] + i * ldy;
     const int8_t* qi = qx + i * k;
     const float* di = dx + i * nb;
+    const int32_t* ci = cx + i * nb * 8;
     switch (std::min<int64_t>(m - i, 4)) {
-      case 4: rows_i8<B, NR, 4>(rows, nb, qi, di, k, yi, ldy, accumulate); i += 4; break;
-      case 3: rows_i8<B, NR, 3>(rows, nb, qi, di, k, yi, ldy, accumulate); i += 3; break;
-      case 2: rows_i8<B, NR, 2>(rows, nb, qi, di, k, yi, ldy, accumulate); i += 2; break;
-      default: rows_i8<B, NR, 1>(rows, nb, qi, di, k, yi, ldy, accumulate); i += 1; break;
+      case 4: rows_i8<B, NR, 4>(rows, nb, qi, di, ci, k, yi, ldy, accumulate); i += 4; break;
+      case 3: rows_i8<B, NR, 3>(rows, nb, qi, di, ci, k, yi, ldy, accumulate); i += 3; break;
+      case 2: rows_i8<B, NR, 2>(rows, nb, qi, di, ci, k, yi, ldy, accumulate); i += 2; break;
+      default: rows_i8<B, NR, 1>(rows, nb, qi, di, ci, k, yi, ldy, accumulate); i += 1; break;
     }
   }
 }
@@ -105,17 +109,17 @@ inline void rows_all_m(const uint8_t* const* rows, int64_t nb, const int8_t* qx,
 // Rows [j0, j1), cut in two halves walked side by side (two sequential streams, as the other GEMVs).
 template <class B>
 void gemv_rows_i8(const uint8_t* w, size_t row_bytes, int64_t k, int64_t j0, int64_t j1, const int8_t* qx,
-                  const float* dx, int64_t m, float* y, int64_t ldy, bool accumulate) {
+                  const float* dx, const int32_t* cx, int64_t m, float* y, int64_t ldy, bool accumulate) {
   const int64_t nb = k / 32, half = (j1 - j0) / 2;
   for (int64_t j = j0; j < j0 + half; ++j) {
     const uint8_t* rows[2] = {w + size_t(j) * row_bytes, w + size_t(j + half) * row_bytes};
     float* ys[2] = {y + j, y + j + half};
-    rows_all_m<B, 2>(rows, nb, qx, dx, k, m, ys, ldy, accumulate);
+    rows_all_m<B, 2>(rows, nb, qx, dx, cx, k, m, ys, ldy, accumulate);
   }
   for (int64_t j = j0 + 2 * half; j < j1; ++j) {
     const uint8_t* rows[1] = {w + size_t(j) * row_bytes};
     float* ys[1] = {y + j};
-    rows_all_m<B, 1>(rows, nb, qx, dx, k, m, ys, ldy, accumulate);
+    rows_all_m<B, 1>(rows, nb, qx, dx, cx, k, m, ys, ldy, accumulate);
   }
 }
 
@@ -166,19 +170,34 @@ void gemv_forward_quant_i8(const float* x, int64_t m, const Weight2D& w, float* 
   }
   thread_local std::vector<int8_t> qx;
   thread_local std::vector<float> dx;
+  thread_local std::vector<int32_t> cx;
   if (qx.size() < size_t(m * k)) qx.resize(size_t(m * k));
   if (dx.size() < size_t(m * nb)) dx.resize(size_t(m * nb));
-  for (int64_t i = 0; i < m; ++i) quantize_activations_i8(x + i * ldx, k, qx.data() + i * k, dx.data() + i * nb);
+  if (cx.size() < size_t(m * nb * 8)) cx.resize(size_t(m * nb * 8));
+  const bool q8 = w.format == WFormat::Q8_0;
+  for (int64_t i = 0; i < m; ++i) {
+    int8_t* qi = qx.data() + i * k;
+    quantize_activations_i8(x + i * ldx, k, qi, dx.data() + i * nb);
+    // Q4_0's correction per block: lane l = 8 (x[4l] + .. + x[4l + 3]), the bytes vpmaddwd adds
+    // into lane l (Q8_0 has none).
+    int32_t* ci = cx.data() + i * nb * 8;
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qi + b * 32));
+      const __m256i c = q8 ? _mm256_setzero_si256()
+                           : _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), xb), _mm256_set1_epi16(1));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ci + b * 8), c);
+    }
+  }
   const uint8_t* wd = static_cast<const uint8_t*>(w.data);
   const size_t rb = w.row_bytes();
   const int8_t* qp = qx.data();
   const float* dp = dx.data();
-  const bool q8 = w.format == WFormat::Q8_0;
+  const int32_t* cp = cx.data();
   auto run = [&](int64_t j0, int64_t j1) {
     if (q8)
-      gemv_rows_i8<I8Q8>(wd, rb, k, j0, j1, qp, dp, m, y, ldy, accumulate);
+      gemv_rows_i8<I8Q8>(wd, rb, k, j0, j1, qp, dp, cp, m, y, ldy, accumulate);
     else
-      gemv_rows_i8<I8Q4>(wd, rb, k, j0, j1, qp, dp, m, y, ldy, accumulate);
+      gemv_rows_i8<I8Q4>(wd, rb, k, j0, j1, qp, dp, cp, m, y, ldy, accumulate);
   };
   gemv_split_rows(n, int64_t(w.bytes()), m, run);
 }
