@@ -46,6 +46,7 @@ TEST(Plan, TrainingState) {
   in.lora_rank = 8;
   const MemoryPlan p8 = plan_memory(model(), in);
   EXPECT_GT(p4.lora, 0u);
+  EXPECT_EQ(p4.kv_cache, 0u);  // training keeps no KV cache
   EXPECT_EQ(p8.lora, 2 * p4.lora);  // linear in the rank
   // An exact parameter count (rank_pattern, chosen targets) replaces the per-projection estimate:
   // parameter, gradient and both Adam moments in f32.

@@ -62,7 +62,8 @@ MemoryPlan plan_memory(const Model& m, const PlanInput& in) {
   }
   p.weights_resident = std::min(p.weights_resident, used + size_t(c.num_layers) * size_t(c.hidden_size) * 64);
 
-  p.kv_cache = KvCache::bytes_needed(m, in.context) * size_t(in.batch);
+  // Training runs without a KV cache (forward_backward attends within the sequence).
+  p.kv_cache = in.train ? 0 : KvCache::bytes_needed(m, in.context) * size_t(in.batch);
 
   // Decoder workspace for T tokens (see model/decoder.h), f32.
   const int64_t T = std::min(in.chunk, in.context) * in.batch;
@@ -70,7 +71,8 @@ MemoryPlan plan_memory(const Model& m, const PlanInput& in) {
   for (const LayerSpec& s : m.specs()) {
     max_q = std::max(max_q, s.num_heads * s.head_dim);
     max_i = std::max(max_i, s.intermediate);
-    if (s.kv_donor < 0) kv_all += 2 * s.num_kv_heads * s.head_dim;
+    // Inference keeps every layer's chunk K/V until the cache commit; training does not.
+    if (s.kv_donor < 0 && !in.train) kv_all += 2 * s.num_kv_heads * s.head_dim;
   }
   if (c.enable_moe_block) max_i = std::max(max_i, 2 * c.moe_intermediate_size);
   int64_t floats = T * (6 * c.hidden_size + 2 * max_q + 3 * max_i + kv_all + c.num_layers * c.hidden_size_per_layer_input);
@@ -85,11 +87,19 @@ MemoryPlan plan_memory(const Model& m, const PlanInput& in) {
     else
       p.activations += size_t(c.num_layers) * per_layer;
     p.activations += size_t(std::min<int64_t>(T, kLossChunkRows)) * size_t(m.vocab_rows()) * 4;  // the loss's logit chunk
+    // MoE: the routed rows of the layer being differentiated ([T * top_k, H] slots, and each
+    // expert's gathered input, gate/up and activation rows).
+    if (c.enable_moe_block)
+      p.activations += size_t(T) * size_t(c.top_k_experts) * size_t(2 * c.hidden_size + 3 * c.moe_intermediate_size) * 4;
     size_t lora_params = size_t(std::max<int64_t>(in.lora_params, 0));
     if (in.lora_params <= 0)
       for (const auto& l : w.layers)
         for (const Weight2D* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
           if (!x->empty()) lora_params += size_t(in.lora_rank) * size_t(x->n + x->k);
+    if (in.lora_params <= 0)  // the default targets include the routed experts (one A/B pair each)
+      for (const auto& l : w.layers)
+        for (const auto& e : l.experts)
+          lora_params += size_t(in.lora_rank) * size_t(e.gate_up.n + e.gate_up.k + e.down.n + e.down.k);
     p.lora = lora_params * 4 * 4;  // parameter, gradient, Adam m and v (f32)
   }
   p.runtime = size_t(64) << 20;

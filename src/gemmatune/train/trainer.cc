@@ -380,6 +380,7 @@ Trainer::Trainer(const std::string& model_dir, const std::string& out_dir, const
   pin.chunk = o.max_len;
   pin.batch = o.batch_rows;
   pin.train = true;
+  pin.checkpointing = o.grad_checkpointing;
   pin.lora_rank = o.lora_r;
   pin.lora_params = adapter_.num_parameters();  // rank_pattern and the chosen targets included
   check_fits(plan_memory(model_, pin), "train");
