@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "gemmatune/lora/adapter.h"
+#include "gemmatune/lora/targets.h"
 #include "gemmatune/model/kv_cache.h"
 #include "gemmatune/util/error.h"
 #include "test_util.h"
@@ -56,6 +58,25 @@ TEST(Plan, TrainingState) {
   // Training adds saved activations.
   in.train = false;
   EXPECT_LT(plan_memory(model(), in).activations, p4.activations);
+}
+
+// Without an exact count, the planner's estimate of the LoRA state is the default adapter's size:
+// every projection and, on MoE models, one A/B pair per routed-expert weight (never the router).
+TEST(Plan, DefaultLoraEstimateIsTheDefaultAdapter) {
+  for (const char* fx : {"gemma3_causal", "gemma4_dense", "gemma4_moe", "gemma4_small"}) {
+    const Model m = Model::load(test::fixture(fx) + "/model");
+    PlanInput in;
+    in.context = 16;
+    in.chunk = 16;
+    in.train = true;
+    in.lora_rank = 4;
+    LoraConfig lc = default_lora_config(m);
+    lc.r = 4;
+    lc.alpha = 8;
+    const Adapter a = Adapter::create(m, lc, 1);
+    EXPECT_EQ(plan_memory(m, in).lora, size_t(a.num_parameters()) * 4 * 4) << fx;
+    EXPECT_EQ(plan_memory(m, in).kv_cache, 0u) << fx;
+  }
 }
 
 TEST(Plan, CheckFitsRefusesWhatCannotFit) {
