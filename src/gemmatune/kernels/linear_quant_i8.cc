@@ -34,8 +34,9 @@ namespace {
 // (32 signed bytes in natural order), plus the block's correction `c` (see Q4).
 struct I8Q8 {
   static constexpr size_t kBytes = 34;
-  // w signed, |w| <= 127: vpsignb makes it unsigned and moves its sign onto x; vpmaddubsw's pairs
-  // are <= 2 * 127 * 127 < 2^15 (exact), vpmaddwd adds them into 8 int32 lanes (exact).
+  // w signed, |w| <= 128 (a file may hold -128): vpsignb makes it unsigned (-128 -> 128) and moves
+  // its sign onto x; vpmaddubsw's pairs are <= 2 * 128 * 127 < 2^15 (exact), vpmaddwd adds them
+  // into 8 int32 lanes (exact).
   static inline __m256i dot(const uint8_t* blk, __m256i x, __m256i /*c*/) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
     const __m256i aw = _mm256_sign_epi8(w, w);
