@@ -180,12 +180,12 @@ void gemv_forward_quant_i8(const float* x, int64_t m, const Weight2D& w, float* 
     int8_t* qi = qx.data() + i * k;
     quantize_activations_i8(x + i * ldx, k, qi, dx.data() + i * nb);
     // Q4_0's correction per block: lane l = 8 (x[4l] + .. + x[4l + 3]), the bytes vpmaddwd adds
-    // into lane l (Q8_0 has none).
+    // into lane l. Q8_0 has none (I8Q8::dot never reads it).
+    if (q8) continue;
     int32_t* ci = cx.data() + i * nb * 8;
     for (int64_t b = 0; b < nb; ++b) {
       const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qi + b * 32));
-      const __m256i c = q8 ? _mm256_setzero_si256()
-                           : _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), xb), _mm256_set1_epi16(1));
+      const __m256i c = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), xb), _mm256_set1_epi16(1));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(ci + b * 8), c);
     }
   }
